@@ -1,0 +1,148 @@
+/**
+ * Bearer tokens. HS256 with VEGA_JWT_SECRET (or, on the embedded default, a
+ * secret generated once into VEGA_DATA_DIR so `vega token` and the server
+ * agree), or tokens of an OIDC/Cognito issuer verified against its JWKS.
+ * Claims: `sub`; groups from `groups` or `cognito:groups`; `vega_scope` for
+ * service tokens (`worker`, or `runner` with `vega_scan_id`).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from "jose";
+import type { Config } from "./config.ts";
+import { ConfigError } from "./config.ts";
+import { unauthenticated } from "./errors.ts";
+
+export type PrincipalScope = "user" | "worker" | "runner";
+
+export interface Principal {
+  sub: string;
+  groups: string[];
+  scope: PrincipalScope;
+  /** For runner tokens: the one scan the token may report on. */
+  scanId?: string;
+  /** For worker tokens returned by registerWorker: the one worker the token may beat for. */
+  workerId?: string;
+}
+
+export interface TokenRequest {
+  sub: string;
+  groups?: string[];
+  scope?: PrincipalScope;
+  scanId?: string;
+  workerId?: string;
+  ttlSeconds: number;
+}
+
+const HS256 = "HS256";
+const SECRET_FILE = "jwt-secret";
+
+/**
+ * The HS256 key in force, or undefined when tokens come from a JWKS issuer.
+ * Without VEGA_JWT_SECRET the embedded default generates one into the data dir;
+ * against PostgreSQL that would give each replica its own key, so it is refused.
+ */
+export async function resolveSigningKey(
+  config: Pick<Config, "jwtSecret" | "jwtJwksUrl" | "databaseUrl" | "dataDir">,
+): Promise<Uint8Array | undefined> {
+  if (config.jwtSecret) return new TextEncoder().encode(config.jwtSecret);
+  if (config.jwtJwksUrl) return undefined;
+  if (config.databaseUrl) {
+    throw new ConfigError(
+      "VEGA_JWT_SECRET (or VEGA_JWT_JWKS_URL) must be set when VEGA_DATABASE_URL is: " +
+        "every API replica and `vega token` need the same key",
+    );
+  }
+  const file = path.join(config.dataDir, SECRET_FILE);
+  try {
+    return new TextEncoder().encode((await readFile(file, "utf8")).trim());
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  await mkdir(config.dataDir, { recursive: true });
+  const secret = randomBytes(32).toString("base64url");
+  try {
+    // `wx`: if another process created it first, use theirs.
+    await writeFile(file, secret, { mode: 0o600, flag: "wx" });
+    return new TextEncoder().encode(secret);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    return new TextEncoder().encode((await readFile(file, "utf8")).trim());
+  }
+}
+
+export async function signToken(key: Uint8Array, request: TokenRequest): Promise<string> {
+  const claims: JWTPayload & Record<string, unknown> = { groups: request.groups ?? [] };
+  if (request.scope && request.scope !== "user") claims.vega_scope = request.scope;
+  if (request.scanId) claims.vega_scan_id = request.scanId;
+  if (request.workerId) claims.vega_worker_id = request.workerId;
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: HS256 })
+    .setSubject(request.sub)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + request.ttlSeconds)
+    .sign(key);
+}
+
+export type TokenVerifier = (token: string) => Promise<Principal>;
+
+export function createTokenVerifier(
+  config: Pick<Config, "jwtJwksUrl" | "jwtIssuer" | "jwtAudience">,
+  key: Uint8Array | undefined,
+): TokenVerifier {
+  const jwks = config.jwtJwksUrl ? createRemoteJWKSet(new URL(config.jwtJwksUrl)) : undefined;
+  return async (token) => {
+    let payload: JWTPayload;
+    try {
+      if (key) {
+        ({ payload } = await jwtVerify(token, key, { algorithms: [HS256] }));
+      } else {
+        ({ payload } = await jwtVerify(token, jwks!, {
+          issuer: config.jwtIssuer,
+          audience: config.jwtAudience,
+        }));
+      }
+    } catch (error) {
+      throw unauthenticated(describeVerificationFailure(error));
+    }
+    return principalFromClaims(payload);
+  };
+}
+
+function describeVerificationFailure(error: unknown): string {
+  if (error instanceof joseErrors.JWTExpired) return "Bearer token has expired";
+  if (error instanceof joseErrors.JWSSignatureVerificationFailed) return "Bearer token signature is invalid";
+  if (error instanceof joseErrors.JWTClaimValidationFailed) return `Bearer token claim rejected: ${error.message}`;
+  if (error instanceof joseErrors.JOSEAlgNotAllowed) return "Bearer token uses an algorithm that is not accepted";
+  return "Bearer token is malformed";
+}
+
+function principalFromClaims(payload: JWTPayload): Principal {
+  if (typeof payload.sub !== "string" || payload.sub === "") throw unauthenticated("Bearer token has no subject");
+  const groupsClaim = payload.groups ?? payload["cognito:groups"] ?? [];
+  const groups = Array.isArray(groupsClaim) ? groupsClaim.filter((group): group is string => typeof group === "string") : [];
+  const scopeClaim = payload.vega_scope;
+  if (scopeClaim !== undefined && scopeClaim !== "worker" && scopeClaim !== "runner") {
+    throw unauthenticated(`Bearer token has an unknown vega_scope ${JSON.stringify(scopeClaim)}`);
+  }
+  const principal: Principal = { sub: payload.sub, groups, scope: scopeClaim ?? "user" };
+  if (principal.scope === "runner") {
+    if (typeof payload.vega_scan_id !== "string") throw unauthenticated("Runner token has no vega_scan_id");
+    principal.scanId = payload.vega_scan_id;
+  }
+  if (principal.scope === "worker" && typeof payload.vega_worker_id === "string") {
+    principal.workerId = payload.vega_worker_id;
+  }
+  return principal;
+}
+
+/** The token of an `Authorization: Bearer ...` header (or a graphql-ws connection_init payload). */
+export function bearerToken(authorization: string | null | undefined): string | undefined {
+  if (!authorization) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  if (!match) throw unauthenticated("Authorization header must be `Bearer <token>`");
+  return match[1];
+}
+
+export const isOperator = (principal: Principal | null | undefined, opsGroups: string[]) =>
+  principal?.scope === "user" && principal.groups.some((group) => opsGroups.includes(group));

@@ -1,0 +1,57 @@
+/**
+ * `vega <command>`: the one entry point of every Vega process. Settings are
+ * read here, once; an invalid one stops the process before anything starts.
+ */
+import { ConfigError, loadConfig } from "../config.ts";
+import { MigrationError } from "../db/migrate.ts";
+import { parseArgs, UsageError } from "./args.ts";
+
+const usage = `Usage: vega <command>
+
+  serve                       run the API server alone (HTTP, WebSocket and SSE on VEGA_PORT)
+  start                       one machine: the API plus an embedded worker (what \`npm start\` runs)
+  worker                      run a scan worker against VEGA_API_URL
+  runner                      run one scan (VEGA_SCAN_ID), as launched by a worker
+  token --sub ID [--groups a,b] [--scope worker|runner] [--scan-id ID] [--ttl SECONDS]
+                              print a bearer token signed with the server's key
+  maintenance migrate         apply pending database migrations
+
+Settings come from VEGA_* environment variables; see the README.`;
+
+type Command = (argv: string[], config: ReturnType<typeof loadConfig>) => Promise<number | void>;
+
+const commands: Record<string, () => Promise<Command>> = {
+  serve: async () => (await import("./serve.ts")).serve,
+  start: async () => (await import("./serve.ts")).start,
+  token: async () => (await import("./token.ts")).token,
+  maintenance: async () => (await import("./maintenance.ts")).maintenance,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    console.log(usage);
+    return name ? 0 : 2;
+  }
+  const load = commands[name];
+  if (!load) {
+    console.error(`vega: unknown command "${name}"\n\n${usage}`);
+    return 2;
+  }
+  const config = loadConfig(process.env);
+  const command = await load();
+  return (await command(rest, config)) ?? 0;
+}
+
+try {
+  const code = await main(process.argv.slice(2));
+  if (code !== 0) process.exitCode = code;
+} catch (error) {
+  if (error instanceof ConfigError || error instanceof UsageError || error instanceof MigrationError) {
+    console.error(`vega: ${error.message}`);
+    process.exitCode = error instanceof UsageError ? 2 : 1;
+  } else {
+    console.error("vega: failed:", error);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Opens the database named by the settings: embedded PGlite under
+ * VEGA_DATA_DIR when VEGA_DATABASE_URL is unset, PostgreSQL through
+ * @prisma/adapter-pg otherwise. Both speak one PostgreSQL dialect, so the same
+ * migrations and raw SQL (SKIP LOCKED, advisory locks) serve both.
+ */
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { PrismaPg } from "@prisma/adapter-pg";
+import { PrismaPGlite } from "pglite-prisma-adapter";
+import pg from "pg";
+import type { Config } from "../config.ts";
+import { PrismaClient } from "../generated/prisma/client.ts";
+import { pgliteDriver, postgresDriver, type SqlDriver } from "./driver.ts";
+
+export type { PrismaClient } from "../generated/prisma/client.ts";
+
+export interface Database {
+  prisma: PrismaClient;
+  sql: SqlDriver;
+  /** Where the data lives, for logs: a directory, "memory", or the URL without its password. */
+  description: string;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  /** Observes every SQL statement Prisma sends (tests count them). */
+  onQuery?: (sql: string) => void;
+}
+
+export async function openDatabase(
+  config: Pick<Config, "databaseUrl" | "dataDir" | "databasePoolSize">,
+  options: DatabaseOptions & { inMemory?: boolean } = {},
+): Promise<Database> {
+  if (config.databaseUrl) return openPostgres(config.databaseUrl, config.databasePoolSize, options);
+  return openPglite(options.inMemory ? undefined : path.join(config.dataDir, "pglite"), options);
+}
+
+async function openPglite(directory: string | undefined, options: DatabaseOptions): Promise<Database> {
+  if (directory) await mkdir(directory, { recursive: true });
+  const pglite = directory ? new PGlite(directory) : new PGlite();
+  await pglite.waitReady;
+  // pglite-prisma-adapter bundles its own copy of driver-adapter-utils: the same
+  // interface at run time, a distinct type to the compiler.
+  const prisma = createPrisma(new PrismaPGlite(pglite) as unknown as AdapterFactory, options);
+  const sql = pgliteDriver(pglite);
+  return {
+    prisma,
+    sql,
+    description: directory ?? "memory",
+    async close() {
+      await prisma.$disconnect();
+      await sql.close();
+    },
+  };
+}
+
+async function openPostgres(url: string, poolSize: number, options: DatabaseOptions): Promise<Database> {
+  const prisma = createPrisma(new PrismaPg({ connectionString: url, max: poolSize }), options);
+  // The raw driver (migrations, advisory locks held across statements) keeps a small pool of its own.
+  const sql = postgresDriver(new pg.Pool({ connectionString: url, max: 2 }));
+  const redacted = new URL(url);
+  if (redacted.password) redacted.password = "***";
+  return {
+    prisma,
+    sql,
+    description: redacted.toString(),
+    async close() {
+      await prisma.$disconnect();
+      await sql.close();
+    },
+  };
+}
+
+type AdapterFactory = NonNullable<ConstructorParameters<typeof PrismaClient>[0]>["adapter"];
+
+function createPrisma(adapter: AdapterFactory, options: DatabaseOptions) {
+  if (!options.onQuery) return new PrismaClient({ adapter });
+  const prisma = new PrismaClient({ adapter, log: [{ emit: "event", level: "query" }] });
+  const onQuery = options.onQuery;
+  prisma.$on("query", (event) => onQuery(event.query));
+  return prisma;
+}

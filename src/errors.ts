@@ -1,0 +1,98 @@
+import { GraphQLError } from "graphql";
+
+/**
+ * Every error a client can act on: its code, its HTTP status and what it means.
+ * The README's error table is written from this list; add a code here and there
+ * in the same commit.
+ */
+export const errorCodes = {
+  UNAUTHENTICATED: { status: 401, meaning: "missing, malformed, expired or wrongly signed bearer token" },
+  FORBIDDEN: { status: 403, meaning: "the token is valid but lacks the scope the operation needs" },
+  NOT_FOUND: { status: 404, meaning: "no such object, or one the caller may not see" },
+  BAD_USER_INPUT: { status: 400, meaning: "an argument or request body is malformed" },
+  CONFLICT: { status: 409, meaning: "the object is not in a state that allows the operation" },
+  PAYLOAD_TOO_LARGE: { status: 413, meaning: "a non-upload request body is over 1 MiB" },
+  SOURCE_TOO_LARGE: { status: 413, meaning: "the uploaded source archive is over VEGA_MAX_SOURCE_BYTES" },
+  ARCHIVE_TOO_MANY_ENTRIES: { status: 413, meaning: "the archive has more entries than VEGA_MAX_ARCHIVE_ENTRIES" },
+  ARCHIVE_TOO_LARGE: {
+    status: 413,
+    meaning: "the archive's declared uncompressed size is over VEGA_MAX_ARCHIVE_UNCOMPRESSED_BYTES",
+  },
+  ARCHIVE_INVALID: { status: 422, meaning: "the archive is not a safe, well-formed zip (the reason and entry are given)" },
+  QUOTA_EXCEEDED: { status: 429, meaning: "the user already has VEGA_MAX_ACTIVE_SCANS_PER_USER active scans" },
+  SESSION_LIMIT_EXCEEDED: { status: 429, meaning: "the workspace already has VEGA_MAX_SESSIONS_PER_WORKSPACE open sessions" },
+  INTERNAL_SERVER_ERROR: { status: 500, meaning: "an unexpected error; the message is masked and the request id logged" },
+} as const;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+/** The one way to raise a client-facing error. */
+export function vegaError(code: ErrorCode, message: string, details: Record<string, unknown> = {}): GraphQLError {
+  return new GraphQLError(message, {
+    extensions: { code, http: { status: errorCodes[code].status }, ...details },
+  });
+}
+
+export function errorCodeOf(error: unknown): ErrorCode | undefined {
+  if (error instanceof GraphQLError) {
+    const code = error.extensions?.code;
+    if (typeof code === "string" && code in errorCodes) return code as ErrorCode;
+    if (error.originalError) return errorCodeOf(error.originalError);
+  }
+  return undefined;
+}
+
+export const unauthenticated = (reason: string) => vegaError("UNAUTHENTICATED", reason);
+
+export const forbidden = (what: string) => vegaError("FORBIDDEN", `Not allowed: ${what}`);
+
+export const notFound = (kind: string, id: string) =>
+  vegaError("NOT_FOUND", `${kind} ${id} was not found`, { kind, id });
+
+export const badUserInput = (message: string, details: Record<string, unknown> = {}) =>
+  vegaError("BAD_USER_INPUT", message, details);
+
+export const conflict = (message: string, details: Record<string, unknown> = {}) =>
+  vegaError("CONFLICT", message, details);
+
+export const quotaExceeded = ({ limit, active }: { limit: number; active: number }) =>
+  vegaError(
+    "QUOTA_EXCEEDED",
+    `Active scan quota exceeded: ${active} scans queued, starting or running, limit ${limit}. ` +
+      `Wait for a scan to finish or cancel one.`,
+    { limit, active },
+  );
+
+export const sessionLimitExceeded = ({ limit, open }: { limit: number; open: number }) =>
+  vegaError("SESSION_LIMIT_EXCEEDED", `Open session limit exceeded: ${open} open sessions, limit ${limit}`, {
+    limit,
+    open,
+  });
+
+export const sourceTooLarge = ({ limit, size }: { limit: number; size?: number }) =>
+  vegaError(
+    "SOURCE_TOO_LARGE",
+    size === undefined
+      ? `Source archive is larger than the limit of ${limit} bytes`
+      : `Source archive is ${size} bytes, over the limit of ${limit} bytes`,
+    { limit, ...(size === undefined ? {} : { size }) },
+  );
+
+export const archiveTooManyEntries = ({ limit, entries }: { limit: number; entries: number }) =>
+  vegaError("ARCHIVE_TOO_MANY_ENTRIES", `Archive has ${entries} entries, over the limit of ${limit}`, {
+    limit,
+    entries,
+  });
+
+export const archiveTooLarge = ({ limit, uncompressedBytes }: { limit: number; uncompressedBytes: number }) =>
+  vegaError(
+    "ARCHIVE_TOO_LARGE",
+    `Archive declares ${uncompressedBytes} uncompressed bytes, over the limit of ${limit}`,
+    { limit, uncompressedBytes },
+  );
+
+export const archiveInvalid = (reason: string, entry?: string) =>
+  vegaError("ARCHIVE_INVALID", entry === undefined ? `Invalid archive: ${reason}` : `Invalid archive: ${reason} (entry "${entry}")`, {
+    reason,
+    ...(entry === undefined ? {} : { entry }),
+  });

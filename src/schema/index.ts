@@ -1,0 +1,10 @@
+import { lexicographicSortSchema, printSchema } from "graphql";
+import { builder } from "./builder.ts";
+import "./viewer.ts";
+import "./scans.ts";
+import "./limits.ts";
+
+export const schema = builder.toSchema();
+
+/** The SDL committed as schema.graphql (sorted, so that diffs show only real changes). */
+export const printedSchema = () => `${printSchema(lexicographicSortSchema(schema))}\n`;

@@ -1,0 +1,179 @@
+import type { Finding, Scan, ScanEvent } from "../generated/prisma/client.ts";
+import type { FindingCounts } from "../services/loaders.ts";
+import { decodeCursor, pageSize, toConnection } from "../services/pagination.ts";
+import {
+  cancelScan,
+  getVisibleScan,
+  listScans,
+  resolveScanStateChange,
+  subscribeToScanStateChanges,
+} from "../services/scans.ts";
+import { builder } from "./builder.ts";
+import { UserRef, WorkspaceRef } from "./viewer.ts";
+
+export const ScanStatusEnum = builder.enumType("ScanStatus", {
+  values: ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] as const,
+});
+
+export const SeverityEnum = builder.enumType("Severity", {
+  values: ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"] as const,
+});
+
+export const ScanEventRef = builder.objectRef<ScanEvent>("ScanEvent").implement({
+  description: "One entry of a scan's append-only log, ordered by seq.",
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    seq: t.exposeInt("seq"),
+    kind: t.exposeString("kind", { description: "STATE, PROGRESS, LOG, WARNING or ERROR" }),
+    code: t.exposeString("code", { nullable: true }),
+    message: t.exposeString("message"),
+    data: t.field({ type: "JSON", nullable: true, resolve: (event) => event.data }),
+    createdAt: t.field({ type: "DateTime", resolve: (event) => event.createdAt }),
+  }),
+});
+
+export const FindingRef = builder.objectRef<Finding>("Finding").implement({
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    ruleId: t.exposeString("ruleId"),
+    severity: t.field({ type: SeverityEnum, resolve: (finding) => finding.severity }),
+    path: t.exposeString("path"),
+    line: t.exposeInt("line"),
+    column: t.exposeInt("column"),
+    message: t.exposeString("message"),
+    snippet: t.exposeString("snippet", { nullable: true, description: "The line with the secret redacted." }),
+    fingerprint: t.exposeString("fingerprint"),
+    createdAt: t.field({ type: "DateTime", resolve: (finding) => finding.createdAt }),
+  }),
+});
+
+const FindingCountsRef = builder.objectRef<FindingCounts>("FindingCounts").implement({
+  fields: (t) => ({
+    critical: t.exposeInt("critical"),
+    high: t.exposeInt("high"),
+    medium: t.exposeInt("medium"),
+    low: t.exposeInt("low"),
+    info: t.exposeInt("info"),
+  }),
+});
+
+export const ScanRef = builder.objectRef<Scan>("Scan").implement({
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    status: t.field({ type: ScanStatusEnum, resolve: (scan) => scan.status }),
+    workspace: t.field({ type: WorkspaceRef, resolve: async (scan, _args, ctx) => (await ctx.loaders.workspace.load(scan.workspaceId))! }),
+    owner: t.field({ type: UserRef, resolve: async (scan, _args, ctx) => (await ctx.loaders.user.load(scan.ownerId))! }),
+    label: t.exposeString("label", { nullable: true }),
+    attempts: t.exposeInt("attempts", { description: "How many times a worker has claimed the scan." }),
+    taskId: t.exposeString("taskId", { nullable: true, description: "ECS task ARN, or local:<pid>." }),
+    createdAt: t.field({ type: "DateTime", resolve: (scan) => scan.createdAt }),
+    queuedAt: t.field({ type: "DateTime", resolve: (scan) => scan.queuedAt }),
+    startedAt: t.field({ type: "DateTime", nullable: true, resolve: (scan) => scan.startedAt }),
+    finishedAt: t.field({ type: "DateTime", nullable: true, resolve: (scan) => scan.finishedAt }),
+    errorCode: t.exposeString("errorCode", { nullable: true }),
+    errorMessage: t.exposeString("errorMessage", { nullable: true }),
+    events: t.connection({
+      type: ScanEventRef,
+      resolve: async (scan, args, ctx) => {
+        const size = pageSize(args.first);
+        const after = decodeCursor(args.after, ["number"]);
+        const rows = await ctx.loaders.events.load({ scanId: scan.id, take: size + 1, after });
+        return toConnection(rows, size, (event) => [event.seq], Boolean(after));
+      },
+    }),
+    findings: t.connection({
+      type: FindingRef,
+      args: {
+        severity: t.arg({ type: [SeverityEnum], required: false }),
+        ruleId: t.arg.string({ required: false }),
+      },
+      resolve: async (scan, args, ctx) => {
+        const size = pageSize(args.first);
+        const after = decodeCursor(args.after, ["string", "string", "number", "string"]);
+        const rows = await ctx.loaders.findings.load({
+          scanId: scan.id,
+          take: size + 1,
+          after,
+          severities: args.severity ?? undefined,
+          ruleId: args.ruleId ?? undefined,
+        });
+        return toConnection(rows, size, (finding) => [finding.severity, finding.path, finding.line, finding.id], Boolean(after));
+      },
+    }),
+    findingCounts: t.field({ type: FindingCountsRef, resolve: (scan, _args, ctx) => ctx.loaders.findingCounts.load(scan.id) }),
+  }),
+});
+
+builder.queryField("scan", (t) =>
+  t.field({
+    type: ScanRef,
+    description: "A scan of a workspace the caller belongs to; any other id answers NOT_FOUND.",
+    authScopes: { authenticated: true, runner: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, ctx) => getVisibleScan(ctx, String(id)),
+  }),
+);
+
+builder.queryField("scans", (t) =>
+  t.connection({
+    type: ScanRef,
+    description: "The caller's scans, newest first (`first` at most 100).",
+    authScopes: { authenticated: true },
+    args: {
+      status: t.arg({ type: [ScanStatusEnum], required: false }),
+      workspaceId: t.arg.id({ required: false }),
+    },
+    resolve: (_root, args, ctx) =>
+      listScans(ctx, ctx.viewer!, {
+        first: args.first,
+        after: args.after,
+        status: args.status,
+        workspaceId: args.workspaceId ? String(args.workspaceId) : null,
+      }),
+  }),
+);
+
+builder.mutationField("cancelScan", (t) =>
+  t.field({
+    type: ScanRef,
+    description: "Cancels a queued, starting or running scan (its owner or an operator). A finished scan answers CONFLICT.",
+    authScopes: { authenticated: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, ctx) => cancelScan(ctx, ctx.viewer!, String(id)),
+  }),
+);
+
+interface ScanStateChangeShape {
+  scan: Scan;
+  from: string | null;
+  to: string;
+  at: string;
+  event: ScanEvent | null;
+}
+
+const ScanStateChangeRef = builder.objectRef<ScanStateChangeShape>("ScanStateChange").implement({
+  fields: (t) => ({
+    scan: t.field({ type: ScanRef, resolve: (change) => change.scan }),
+    from: t.field({ type: ScanStatusEnum, nullable: true, resolve: (change) => change.from as Scan["status"] | null }),
+    to: t.field({ type: ScanStatusEnum, resolve: (change) => change.to as Scan["status"] }),
+    at: t.field({ type: "DateTime", resolve: (change) => change.at }),
+    event: t.field({ type: ScanEventRef, nullable: true, resolve: (change) => change.event }),
+  }),
+});
+
+builder.subscriptionField("scanStateChanged", (t) =>
+  t.field({
+    type: ScanStateChangeRef,
+    description:
+      "Every status change of one scan, of one workspace's scans, or (neither given) of every scan the caller may see. " +
+      "Members of the scan's workspace, or operators for any scan.",
+    authScopes: { authenticated: true },
+    args: { scanId: t.arg.id({ required: false }), workspaceId: t.arg.id({ required: false }) },
+    subscribe: (_root, args, ctx) =>
+      subscribeToScanStateChanges(ctx, {
+        scanId: args.scanId ? String(args.scanId) : undefined,
+        workspaceId: args.workspaceId ? String(args.workspaceId) : undefined,
+      }),
+    resolve: (payload, _args, ctx) => resolveScanStateChange(ctx, payload),
+  }),
+);

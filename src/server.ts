@@ -1,0 +1,185 @@
+/**
+ * The API server: one Node HTTP server for GraphQL over HTTP (yoga), GraphQL
+ * over WebSocket (graphql-ws) and SSE on /graphql, the health probes, and the
+ * REST paths operators' scripts and runners use.
+ */
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { GraphQLError } from "graphql";
+import { createTokenVerifier, resolveSigningKey } from "./auth.ts";
+import type { Config } from "./config.ts";
+import type { Deps } from "./context.ts";
+import { openDatabase, type Database } from "./db/client.ts";
+import { listMigrations, migrate } from "./db/migrate.ts";
+import { vegaError } from "./errors.ts";
+import { createGraphQLHandler, type VegaYoga } from "./http/graphql.ts";
+import { BodyTooLargeError, readBoundedBody, requestUrl, sendError, sendJson, sendWebResponse } from "./http/respond.ts";
+import { attachSubscriptions } from "./http/subscriptions.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { createVegaPubSub } from "./pubsub.ts";
+import { openArtifactStore } from "./services/artifact-store.ts";
+import { SeenUsers } from "./services/users.ts";
+
+export interface AppOptions {
+  /** An already opened database (tests); otherwise opened from the settings. */
+  database?: Database;
+  log?: Logger;
+}
+
+export interface App {
+  deps: Deps;
+  httpServer: Server;
+  yoga: VegaYoga;
+  /** Listens on VEGA_HOST:VEGA_PORT (or the given port; 0 for an ephemeral one) and answers the base URL. */
+  listen(port?: number, host?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Requests other than uploads may carry JSON bodies only: a form post from another site cannot reach GraphQL. */
+const JSON_CONTENT_TYPE = /^application\/(json|graphql-response\+json)\b/i;
+
+/**
+ * Opens the database (migrating the embedded one; refusing to serve a
+ * PostgreSQL database with pending migrations), then builds the server.
+ */
+export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const log = options.log ?? createLogger(config, { service: "vega-api" });
+  const signingKey = await resolveSigningKey(config);
+  const database = options.database ?? (await openDatabase(config));
+  if (!options.database) await prepareSchema(config, database, log);
+  const { pubsub, close: closePubSub } = createVegaPubSub(config);
+  const deps: Deps = {
+    config,
+    database,
+    prisma: database.prisma,
+    pubsub,
+    log,
+    verifyToken: createTokenVerifier(config, signingKey),
+    signingKey,
+    seenUsers: new SeenUsers(),
+    artifacts: await openArtifactStore(config.artifactStoreDir),
+  };
+  const yoga = createGraphQLHandler(deps);
+  const httpServer = createServer((req, res) => {
+    const requestId = requestIdOf(req);
+    res.setHeader("x-request-id", requestId);
+    handle(deps, yoga, req, res, requestId).catch((error: unknown) => {
+      log.error({ err: error, requestId }, "request failed");
+      if (!res.headersSent) sendJson(res, 500, { errors: [{ message: "Unexpected error", extensions: { code: "INTERNAL_SERVER_ERROR", requestId } }] });
+      else res.destroy();
+    });
+  });
+  const subscriptions = attachSubscriptions(httpServer, yoga, deps);
+
+  return {
+    deps,
+    httpServer,
+    yoga,
+    listen(port = config.port, host = config.host) {
+      return new Promise((resolve, reject) => {
+        httpServer.once("error", reject);
+        httpServer.listen(port, host, () => {
+          const address = httpServer.address() as AddressInfo;
+          const shownHost = address.address === "0.0.0.0" || address.address === "::" ? "127.0.0.1" : address.address;
+          log.info({ port: address.port, host: address.address, database: database.description }, "Vega API listening");
+          resolve(`http://${shownHost}:${address.port}`);
+        });
+      });
+    },
+    async close() {
+      await subscriptions.close();
+      httpServer.closeAllConnections();
+      await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      await closePubSub();
+      if (!options.database) await database.close();
+    },
+  };
+}
+
+/** The embedded database is migrated at start; PostgreSQL is migrated by the maintenance task. */
+async function prepareSchema(config: Config, database: Database, log: Logger) {
+  if (!config.databaseUrl) {
+    const result = await migrate(database.sql, { log: (message) => log.info(message) });
+    if (result.applied.length > 0) log.info({ applied: result.applied }, "embedded database migrated");
+    return;
+  }
+  const known = (await listMigrations()).map((migration) => migration.name);
+  const applied = await database.sql
+    .withConnection((connection) =>
+      connection.query<{ migration_name: string }>(
+        `SELECT migration_name FROM "_prisma_migrations" WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL`,
+      ),
+    )
+    .catch(() => []);
+  const pending = known.filter((name) => !applied.some((row) => row.migration_name === name));
+  if (pending.length > 0) {
+    await database.close();
+    throw new Error(`The database has pending migrations (${pending.join(", ")}): run \`vega maintenance migrate\` first`);
+  }
+}
+
+function requestIdOf(req: IncomingMessage): string {
+  const given = req.headers["x-request-id"];
+  // Echo a caller's id when it looks like one, so their logs and ours correlate.
+  return typeof given === "string" && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+}
+
+async function handle(deps: Deps, yoga: VegaYoga, req: IncomingMessage, res: ServerResponse, requestId: string) {
+  const url = requestUrl(req);
+  if (url.pathname === "/healthz") return sendJson(res, 200, { status: "ok" });
+  if (url.pathname === "/readyz") return readiness(deps, res);
+  if (url.pathname === yoga.graphqlEndpoint) return graphqlOverHttp(deps, yoga, req, res, url, requestId);
+  sendJson(res, 404, { errors: [{ message: `No route for ${req.method} ${url.pathname}`, extensions: { code: "NOT_FOUND" } }] });
+}
+
+async function readiness(deps: Deps, res: ServerResponse) {
+  try {
+    await deps.prisma.$queryRaw`SELECT 1`;
+    sendJson(res, 200, { status: "ready" });
+  } catch (error) {
+    deps.log.warn({ err: error }, "readiness check failed: database unreachable");
+    sendJson(res, 503, { status: "unavailable", reason: "database unreachable" });
+  }
+}
+
+async function graphqlOverHttp(
+  deps: Deps,
+  yoga: VegaYoga,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  requestId: string,
+) {
+  const method = req.method ?? "GET";
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+  let body: Buffer | undefined;
+  if (method === "POST") {
+    const contentType = req.headers["content-type"] ?? "";
+    if (/^multipart\/form-data/i.test(contentType)) {
+      return sendError(res, vegaError("BAD_USER_INPUT", "File uploads are not accepted on this server"));
+    }
+    if (!JSON_CONTENT_TYPE.test(contentType)) {
+      return sendError(
+        res,
+        vegaError("BAD_USER_INPUT", "GraphQL POST requests must be `Content-Type: application/json` (or multipart for uploads)"),
+      );
+    }
+    try {
+      body = await readBoundedBody(req, deps.config.maxRequestBytes);
+    } catch (error) {
+      if (!(error instanceof BodyTooLargeError)) throw error;
+      res.setHeader("connection", "close");
+      return sendError(res, tooLarge(deps.config.maxRequestBytes));
+    }
+  }
+  const request = new Request(url, { method, headers, body: body ? new Uint8Array(body) : undefined });
+  const response = await yoga.fetch(request, { vega: { requestId } });
+  await sendWebResponse(res, response);
+}
+
+const tooLarge = (limit: number): GraphQLError =>
+  vegaError("PAYLOAD_TOO_LARGE", `Request body is over the limit of ${limit} bytes (uploads use multipart)`, { limit });

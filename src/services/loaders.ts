@@ -1,0 +1,124 @@
+/**
+ * Per-request DataLoaders, so that a page of scans with its nested lists costs a
+ * fixed number of queries whatever its size. Nested pages (events, findings)
+ * are loaded for all scans of a page in one query with a window function that
+ * keeps the first N rows of each scan.
+ */
+import DataLoader from "dataloader";
+import type { PrismaClient } from "../db/client.ts";
+import type { Finding, ScanEvent, Severity } from "../generated/prisma/client.ts";
+import { Prisma } from "../generated/prisma/client.ts";
+
+export interface ChildPageKey {
+  scanId: string;
+  /** Rows to return per scan: the page size plus one, to tell whether there is a next page. */
+  take: number;
+  /** Sort key of the last row already seen, as the cursor carried it. */
+  after?: (string | number)[];
+  severities?: Severity[];
+  ruleId?: string;
+}
+
+export type FindingCounts = Record<"critical" | "high" | "medium" | "low" | "info", number>;
+
+const emptyCounts = (): FindingCounts => ({ critical: 0, high: 0, medium: 0, low: 0, info: 0 });
+
+/** Groups keys that share page arguments, so each distinct page shape is one query. */
+function groupByShape(keys: readonly ChildPageKey[]) {
+  const groups = new Map<string, { shape: ChildPageKey; scanIds: string[] }>();
+  for (const key of keys) {
+    const shapeId = JSON.stringify([key.take, key.after ?? null, key.severities ?? null, key.ruleId ?? null]);
+    const group = groups.get(shapeId) ?? { shape: key, scanIds: [] };
+    group.scanIds.push(key.scanId);
+    groups.set(shapeId, group);
+  }
+  return [...groups.values()];
+}
+
+const childKeyId = (key: ChildPageKey) =>
+  JSON.stringify([key.scanId, key.take, key.after ?? null, key.severities ?? null, key.ruleId ?? null]);
+
+export function createLoaders(prisma: PrismaClient) {
+  const byId = <Row extends { id: string }>(load: (ids: string[]) => Promise<Row[]>) =>
+    new DataLoader<string, Row | null>(async (ids) => {
+      const rows = new Map((await load([...ids])).map((row) => [row.id, row]));
+      return ids.map((id) => rows.get(id) ?? null);
+    });
+
+  return {
+    scan: byId((ids) => prisma.scan.findMany({ where: { id: { in: ids } } })),
+    user: byId((ids) => prisma.user.findMany({ where: { id: { in: ids } } })),
+    workspace: byId((ids) => prisma.workspace.findMany({ where: { id: { in: ids } } })),
+    artifact: byId((ids) => prisma.artifact.findMany({ where: { id: { in: ids } } })),
+    worker: byId((ids) => prisma.worker.findMany({ where: { id: { in: ids } } })),
+
+    /** The ids of the workspaces a user is a member of. */
+    memberWorkspaceIds: new DataLoader<string, Set<string>>(async (userIds) => {
+      const rows = await prisma.membership.findMany({ where: { userId: { in: [...userIds] } } });
+      return userIds.map((userId) => new Set(rows.filter((row) => row.userId === userId).map((row) => row.workspaceId)));
+    }),
+
+    events: new DataLoader<ChildPageKey, ScanEvent[], string>(
+      async (keys) => {
+        const pages = new Map<string, ScanEvent[]>();
+        for (const { shape, scanIds } of groupByShape(keys)) {
+          const afterSeq = Number(shape.after?.[0] ?? 0);
+          const rows = await prisma.$queryRaw<ScanEvent[]>`
+            SELECT id, "scanId", seq, kind, code, message, data, "createdAt" FROM (
+              SELECT e.*, row_number() OVER (PARTITION BY e."scanId" ORDER BY e.seq) AS position
+              FROM "ScanEvent" e
+              WHERE e."scanId" = ANY(${scanIds}::text[]) AND e.seq > ${afterSeq}
+            ) ranked
+            WHERE position <= ${shape.take}
+            ORDER BY "scanId", seq`;
+          for (const scanId of scanIds) pages.set(childKeyId({ ...shape, scanId }), rows.filter((row) => row.scanId === scanId));
+        }
+        return keys.map((key) => pages.get(childKeyId(key)) ?? []);
+      },
+      { cacheKeyFn: childKeyId },
+    ),
+
+    findings: new DataLoader<ChildPageKey, Finding[], string>(
+      async (keys) => {
+        const pages = new Map<string, Finding[]>();
+        for (const { shape, scanIds } of groupByShape(keys)) {
+          const conditions = [Prisma.sql`f."scanId" = ANY(${scanIds}::text[])`];
+          if (shape.severities?.length) conditions.push(Prisma.sql`f.severity::text = ANY(${shape.severities}::text[])`);
+          if (shape.ruleId) conditions.push(Prisma.sql`f."ruleId" = ${shape.ruleId}`);
+          if (shape.after) {
+            const [severity, path, line, id] = shape.after;
+            conditions.push(
+              Prisma.sql`(f.severity, f.path, f.line, f.id) > (${String(severity)}::"Severity", ${String(path)}, ${Number(line)}, ${String(id)})`,
+            );
+          }
+          const rows = await prisma.$queryRaw<Finding[]>`
+            SELECT id, "scanId", "ruleId", severity, path, line, "column", message, snippet, fingerprint, "createdAt" FROM (
+              SELECT f.*, row_number() OVER (PARTITION BY f."scanId" ORDER BY f.severity, f.path, f.line, f.id) AS position
+              FROM "Finding" f
+              WHERE ${Prisma.join(conditions, " AND ")}
+            ) ranked
+            WHERE position <= ${shape.take}
+            ORDER BY "scanId", severity, path, line, id`;
+          for (const scanId of scanIds) pages.set(childKeyId({ ...shape, scanId }), rows.filter((row) => row.scanId === scanId));
+        }
+        return keys.map((key) => pages.get(childKeyId(key)) ?? []);
+      },
+      { cacheKeyFn: childKeyId },
+    ),
+
+    findingCounts: new DataLoader<string, FindingCounts>(async (scanIds) => {
+      const rows = await prisma.finding.groupBy({
+        by: ["scanId", "severity"],
+        where: { scanId: { in: [...scanIds] } },
+        _count: { _all: true },
+      });
+      const counts = new Map(scanIds.map((scanId) => [scanId, emptyCounts()]));
+      for (const row of rows) {
+        counts.get(row.scanId)![row.severity.toLowerCase() as keyof FindingCounts] = row._count._all;
+      }
+      return scanIds.map((scanId) => counts.get(scanId)!);
+    }),
+  };
+}
+
+export type Loaders = ReturnType<typeof createLoaders>;

@@ -1,0 +1,167 @@
+/**
+ * The one door through which a scan's status changes. Each change is a
+ * compare-and-set on the current status (so two actors can never both win),
+ * appends its event in the same transaction, and publishes scanStateChanged
+ * after commit.
+ */
+import type { PrismaClient } from "../db/client.ts";
+import { conflict, notFound } from "../errors.ts";
+import { Prisma, type Scan, type ScanEvent, type ScanStatus } from "../generated/prisma/client.ts";
+import type { VegaPubSub } from "../pubsub.ts";
+
+/** The state machine, read in one glance: from each status, where a scan may go. */
+export const scanTransitions: Record<ScanStatus, readonly ScanStatus[]> = {
+  QUEUED: ["STARTING", "CANCELLED", "FAILED"],
+  // STARTING → QUEUED: an orphaned claim (its worker died) goes back to the queue.
+  STARTING: ["RUNNING", "QUEUED", "FAILED", "CANCELLED"],
+  RUNNING: ["SUCCEEDED", "FAILED", "CANCELLED"],
+  SUCCEEDED: [],
+  FAILED: [],
+  CANCELLED: [],
+};
+
+export const activeStatuses: readonly ScanStatus[] = ["QUEUED", "STARTING", "RUNNING"];
+export const finishedStatuses: readonly ScanStatus[] = ["SUCCEEDED", "FAILED", "CANCELLED"];
+
+export interface EventInput {
+  kind: "STATE" | "PROGRESS" | "LOG" | "WARNING" | "ERROR";
+  code?: string | null;
+  message: string;
+  data?: Prisma.InputJsonValue;
+}
+
+export interface TransitionRequest {
+  scanId: string;
+  to: ScanStatus;
+  /** The statuses the caller expects the scan to be in; default: every status that may move to `to`. */
+  from?: readonly ScanStatus[];
+  /** The event recorded with the change (a STATE event named after `to` when omitted). */
+  event?: EventInput;
+  /** Columns set together with the status (taskId, workerId, errorCode...). */
+  set?: Prisma.ScanUpdateManyMutationInput & { workerId?: string | null };
+}
+
+export interface TransitionResult {
+  scan: Scan;
+  from: ScanStatus;
+  event: ScanEvent;
+}
+
+type Tx = Prisma.TransactionClient;
+
+const timestampsFor = (to: ScanStatus, now: Date): Prisma.ScanUpdateManyMutationInput => {
+  switch (to) {
+    case "QUEUED":
+      return { queuedAt: now };
+    case "STARTING":
+      return { claimedAt: now };
+    case "RUNNING":
+      return { startedAt: now };
+    default:
+      return finishedStatuses.includes(to) ? { finishedAt: now } : {};
+  }
+};
+
+/**
+ * Applies one transition inside `tx`. Returns undefined when the scan is not in
+ * an expected status (someone else moved it first): the caller decides whether
+ * that is a conflict or nothing to do.
+ */
+export async function transitionInTransaction(tx: Tx, request: TransitionRequest, now = new Date()): Promise<TransitionResult | undefined> {
+  const allowedFrom = (request.from ?? legalSources(request.to)).filter((status) => scanTransitions[status].includes(request.to));
+  const { workerId, ...columns } = request.set ?? {};
+  // Read the status we move from under the row lock that the update takes.
+  const before = await tx.$queryRaw<{ status: ScanStatus }[]>`
+    SELECT status FROM "Scan" WHERE id = ${request.scanId} AND status::text = ANY(${allowedFrom}::text[]) FOR UPDATE`;
+  if (before.length === 0) return undefined;
+  const scan = await tx.scan.update({
+    where: { id: request.scanId },
+    data: {
+      ...columns,
+      ...(workerId === undefined ? {} : { worker: workerId === null ? { disconnect: true } : { connect: { id: workerId } } }),
+      ...timestampsFor(request.to, now),
+      status: request.to,
+      lastEventSeq: { increment: 1 },
+    },
+  });
+  const event = await tx.scanEvent.create({
+    data: {
+      scanId: scan.id,
+      seq: scan.lastEventSeq,
+      kind: request.event?.kind ?? "STATE",
+      code: request.event?.code ?? request.to,
+      message: request.event?.message ?? `Scan is ${request.to.toLowerCase()}`,
+      data: { from: before[0].status, to: request.to, ...(asObject(request.event?.data) ?? {}) },
+      createdAt: now,
+    },
+  });
+  return { scan, from: before[0].status, event };
+}
+
+function asObject(value: Prisma.InputJsonValue | undefined): Record<string, unknown> | undefined {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+function legalSources(to: ScanStatus): ScanStatus[] {
+  return (Object.keys(scanTransitions) as ScanStatus[]).filter((status) => scanTransitions[status].includes(to));
+}
+
+export function publishTransition(pubsub: VegaPubSub, result: TransitionResult) {
+  pubsub.publish("scanStateChanged", {
+    scanId: result.scan.id,
+    workspaceId: result.scan.workspaceId,
+    from: result.from,
+    to: result.scan.status,
+    at: result.event.createdAt.toISOString(),
+    eventId: result.event.id,
+  });
+}
+
+/**
+ * Moves a scan to `to` if it is in one of the expected statuses; throws CONFLICT
+ * (naming the current status) otherwise, NOT_FOUND if there is no such scan.
+ */
+export async function transitionScan(
+  deps: { prisma: PrismaClient; pubsub: VegaPubSub },
+  request: TransitionRequest,
+): Promise<TransitionResult> {
+  const result = await tryTransitionScan(deps, request);
+  if (result) return result;
+  const current = await deps.prisma.scan.findUnique({ where: { id: request.scanId }, select: { status: true } });
+  if (!current) throw notFound("Scan", request.scanId);
+  throw conflict(`Scan ${request.scanId} is ${current.status}; it cannot become ${request.to}`, {
+    status: current.status,
+    requested: request.to,
+  });
+}
+
+/** Like transitionScan, but answers undefined instead of throwing when the scan moved on. */
+export async function tryTransitionScan(
+  deps: { prisma: PrismaClient; pubsub: VegaPubSub },
+  request: TransitionRequest,
+): Promise<TransitionResult | undefined> {
+  const result = await deps.prisma.$transaction((tx) => transitionInTransaction(tx, request));
+  if (result) publishTransition(deps.pubsub, result);
+  return result;
+}
+
+/** Appends events that do not change the status (progress, logs, warnings), in order. */
+export async function appendScanEvents(tx: Tx, scanId: string, events: EventInput[], now = new Date()): Promise<ScanEvent[]> {
+  if (events.length === 0) return [];
+  const scan = await tx.scan.update({
+    where: { id: scanId },
+    data: { lastEventSeq: { increment: events.length } },
+    select: { lastEventSeq: true },
+  });
+  const firstSeq = scan.lastEventSeq - events.length + 1;
+  const rows = events.map((event, index) => ({
+    scanId,
+    seq: firstSeq + index,
+    kind: event.kind,
+    code: event.code ?? null,
+    message: event.message,
+    data: event.data ?? Prisma.JsonNull,
+    createdAt: now,
+  }));
+  return tx.scanEvent.createManyAndReturn({ data: rows });
+}

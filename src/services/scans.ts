@@ -1,0 +1,127 @@
+/**
+ * Reading and cancelling scans, with the visibility rule: a user sees the scans
+ * of the workspaces they belong to; operators see every scan. A scan the viewer
+ * may not see answers exactly like a missing one, so ids cannot be probed.
+ */
+import { filter as filterEvents, pipe } from "graphql-yoga";
+import type { Context, Viewer } from "../context.ts";
+import type { ScanStateChangePayload } from "../pubsub.ts";
+import { conflict, forbidden, notFound } from "../errors.ts";
+import type { Prisma, Scan, ScanStatus } from "../generated/prisma/client.ts";
+import { decodeCursor, pageSize, toConnection } from "./pagination.ts";
+import { activeStatuses, transitionScan } from "./scan-state.ts";
+import { resolveMemberWorkspace } from "./users.ts";
+
+type ReadContext = Pick<Context, "deps" | "loaders" | "viewer">;
+
+async function canSee(ctx: ReadContext, scan: Scan): Promise<boolean> {
+  const viewer = ctx.viewer;
+  if (!viewer) return false;
+  if (viewer.isOperator) return true;
+  if (viewer.principal.scope === "runner") return viewer.principal.scanId === scan.id;
+  if (!viewer.user) return false;
+  const workspaces = await ctx.loaders.memberWorkspaceIds.load(viewer.user.id);
+  return workspaces.has(scan.workspaceId);
+}
+
+export async function getVisibleScan(ctx: ReadContext, scanId: string): Promise<Scan> {
+  const scan = await ctx.loaders.scan.load(scanId);
+  if (!scan || !(await canSee(ctx, scan))) throw notFound("Scan", scanId);
+  return scan;
+}
+
+export interface ScanListArgs {
+  first?: number | null;
+  after?: string | null;
+  status?: ScanStatus[] | null;
+  workspaceId?: string | null;
+}
+
+/** The viewer's scans, newest first: one workspace's if named, else every workspace they belong to. */
+export async function listScans(ctx: ReadContext, viewer: Viewer, args: ScanListArgs) {
+  const size = pageSize(args.first);
+  const where: Prisma.ScanWhereInput = {};
+  if (args.workspaceId) {
+    if (!viewer.isOperator) await resolveMemberWorkspace(ctx.deps.prisma, viewer.user!, args.workspaceId);
+    where.workspaceId = args.workspaceId;
+  } else if (!viewer.isOperator) {
+    where.workspaceId = { in: [...(await ctx.loaders.memberWorkspaceIds.load(viewer.user!.id))] };
+  }
+  if (args.status?.length) where.status = { in: args.status };
+  const after = decodeCursor(args.after, ["string", "string"]);
+  if (after) {
+    const createdAt = new Date(after[0]);
+    where.OR = [{ createdAt: { lt: createdAt } }, { createdAt, id: { lt: String(after[1]) } }];
+  }
+  const rows = await ctx.deps.prisma.scan.findMany({
+    where,
+    orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+    take: size + 1,
+  });
+  for (const row of rows) ctx.loaders.scan.prime(row.id, row);
+  return toConnection(rows, size, (scan) => [scan.createdAt.toISOString(), scan.id], Boolean(after));
+}
+
+/**
+ * Cancels a scan: its owner or an operator may. A queued scan is cancelled at
+ * once; a starting or running one too, and the worker that holds it stops its
+ * task when it sees the cancellation (the runner's later reports are refused).
+ */
+export async function cancelScan(ctx: ReadContext, viewer: Viewer, scanId: string) {
+  const scan = await getVisibleScan(ctx, scanId);
+  const isOwner = viewer.user?.id === scan.ownerId;
+  if (!isOwner && !viewer.isOperator) throw forbidden("only the scan's owner or an operator can cancel it");
+  if (!activeStatuses.includes(scan.status)) {
+    throw conflict(`Scan ${scanId} already finished (${scan.status}); there is nothing to cancel`, { status: scan.status });
+  }
+  const { scan: cancelled } = await transitionScan(ctx.deps, {
+    scanId,
+    to: "CANCELLED",
+    from: activeStatuses,
+    event: {
+      kind: "STATE",
+      code: "CANCELLED",
+      message: isOwner ? "Cancelled by its owner" : `Cancelled by operator ${viewer.principal.sub}`,
+      data: { by: viewer.principal.sub },
+    },
+  });
+  return cancelled;
+}
+
+/**
+ * Opens a scanStateChanged stream after checking, once, that the caller may see
+ * what they asked for: a scan or workspace they are not a member of answers
+ * NOT_FOUND and no stream opens.
+ */
+export async function subscribeToScanStateChanges(
+  ctx: ReadContext,
+  filter: { scanId?: string; workspaceId?: string },
+): Promise<AsyncIterable<ScanStateChangePayload>> {
+  const viewer = ctx.viewer!;
+  let visibleWorkspaces: Set<string> | undefined;
+  if (filter.scanId) await getVisibleScan(ctx, filter.scanId);
+  if (filter.workspaceId && !viewer.isOperator) await resolveMemberWorkspace(ctx.deps.prisma, viewer.user!, filter.workspaceId);
+  if (!filter.scanId && !filter.workspaceId && !viewer.isOperator) {
+    visibleWorkspaces = await ctx.loaders.memberWorkspaceIds.load(viewer.user!.id);
+  }
+  return pipe(
+    ctx.deps.pubsub.subscribe("scanStateChanged"),
+    filterEvents(
+      (change: ScanStateChangePayload) =>
+        (!filter.scanId || change.scanId === filter.scanId) &&
+        (!filter.workspaceId || change.workspaceId === filter.workspaceId) &&
+        (!visibleWorkspaces || visibleWorkspaces.has(change.workspaceId)),
+    ),
+  );
+}
+
+export async function resolveScanStateChange(ctx: ReadContext, change: ScanStateChangePayload) {
+  // Each delivery reads the scan as it is now: a subscriber sees current fields, not a stale copy.
+  ctx.loaders.scan.clear(change.scanId);
+  const [scan, event] = await Promise.all([
+    ctx.loaders.scan.load(change.scanId),
+    change.eventId ? ctx.deps.prisma.scanEvent.findUnique({ where: { id: change.eventId } }) : null,
+  ]);
+  if (!scan) throw notFound("Scan", change.scanId);
+  return { scan, from: change.from, to: change.to, at: change.at, event };
+}

@@ -1,0 +1,58 @@
+/**
+ * What a worker needs from a way of running scans: start a runner for one scan,
+ * stop it, and tell whether its tasks are still alive. `ecs.ts` runs ECS tasks,
+ * `local.ts` child processes; the worker loop sees only this interface.
+ */
+
+export interface LaunchRequest {
+  scanId: string;
+  /** The scan's claim count; with the scan id it makes the launch idempotent (ECS clientToken). */
+  attempt: number;
+  /** The API's GraphQL endpoint the runner reports to. */
+  apiUrl: string;
+  /** A token with vega_scope=runner bound to this one scan. */
+  runnerToken: string;
+}
+
+export interface LaunchResult {
+  /** ECS task ARN, or `local:<pid>` for a child process. */
+  taskId: string;
+}
+
+export type TaskState = "PENDING" | "RUNNING" | "STOPPED" | "MISSING";
+
+export interface TaskStatus {
+  taskId: string;
+  state: TaskState;
+  /** ECS stopCode (e.g. SpotInterruption, EssentialContainerExited, UserInitiated). */
+  stopCode?: string;
+  stoppedReason?: string;
+  /** The runner container's (or process's) exit code, when known. */
+  exitCode?: number;
+  /** The signal that ended a local process, when one did. */
+  signal?: string;
+  stoppedAt?: Date;
+}
+
+/** A launch refused by the platform after retries (ECS `failures`, throttling). */
+export class LaunchFailedError extends Error {
+  override name = "LaunchFailedError";
+  constructor(
+    message: string,
+    readonly reason: string,
+    readonly detail?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface Launcher {
+  readonly kind: "local" | "ecs";
+  launch(request: LaunchRequest): Promise<LaunchResult>;
+  /** Stops a task; a task already gone is not an error. */
+  stop(taskId: string, reason: string): Promise<void>;
+  /** The status of every given task (missing ones as MISSING), in as few platform calls as it can. */
+  describe(taskIds: string[]): Promise<Map<string, TaskStatus>>;
+  /** Releases what the launcher holds (child process handles, SDK clients). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,233 @@
+import { constants } from "node:fs";
+import { lstat, mkdir, open, readdir, realpath, rm } from "node:fs/promises";
+import path from "node:path";
+import { Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { GraphQLError } from "graphql";
+import yauzl from "yauzl";
+import { archiveInvalid, archiveTooLarge, archiveTooManyEntries } from "../../src/errors.ts";
+import { checkEntry, entryPath, isDirectoryEntry, type ArchiveLimits } from "../../src/hardening/archive-rules.ts";
+
+export type Extraction = { entryCount: number; bytesWritten: number };
+
+type ListedEntry = { name: string; relativePath: string; entry: yauzl.Entry };
+
+// Modes from the archive are ignored: nothing extracted is executable, setuid or world-writable.
+const FILE_MODE = 0o644;
+const DIRECTORY_MODE = 0o755;
+// O_EXCL refuses any existing path, a symbolic link included, and O_NOFOLLOW says so twice.
+const NEW_FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+// File system refusals that mean two entries claim the same path (a file and a directory).
+const PATH_CONFLICT_CODES = new Set(["EEXIST", "ENOTDIR", "EISDIR"]);
+// Deflate; checkEntry admits only it and stored.
+const DEFLATED = 8;
+
+/**
+ * Extracts a source archive into destDir (created if absent, and required to
+ * be empty), enforcing the inspection's rules again on what is actually there:
+ * the API inspected the same file, but the runner trusts nothing it did not
+ * check itself. Entries are written in the order of their data in the file,
+ * which also lets each one's real extent, read from its local header, be
+ * checked against the next (the overlapping-entry zip bomb). The bytes written
+ * are counted as they stream, and extraction stops as soon as the count passes
+ * maxUncompressedBytes, whatever the headers declared.
+ *
+ * On failure everything written is removed and the archive is closed before
+ * the error (from src/errors.ts when the archive is at fault) is thrown.
+ */
+export async function extractArchive(filePath: string, destDir: string, limits: ArchiveLimits): Promise<Extraction> {
+  await mkdir(destDir, { recursive: true });
+  const root = await realpath(destDir);
+  if ((await readdir(root)).length > 0) throw new Error(`Extraction directory ${root} is not empty`);
+
+  let zipfile: yauzl.ZipFile;
+  try {
+    // Names stay undecoded so that checkEntry, not yauzl, refuses them with the entry's name.
+    zipfile = await yauzl.openPromise(filePath, { autoClose: false, decodeStrings: false, validateEntrySizes: true });
+  } catch (error) {
+    throw archiveFault(error, "cannot open archive");
+  }
+  try {
+    const entries = await listEntries(zipfile, limits);
+    const bytesWritten = await writeEntries(zipfile, entries, root, limits);
+    return { entryCount: entries.length, bytesWritten };
+  } catch (error) {
+    await removeContents(root);
+    throw error;
+  } finally {
+    await closeArchive(zipfile);
+  }
+}
+
+async function listEntries(zipfile: yauzl.ZipFile, limits: ArchiveLimits): Promise<ListedEntry[]> {
+  if (zipfile.entryCount > limits.maxEntries) {
+    throw archiveTooManyEntries({ limit: limits.maxEntries, entries: zipfile.entryCount });
+  }
+  const entries: ListedEntry[] = [];
+  const paths = new Set<string>();
+  let declaredBytes = 0;
+  try {
+    for await (const entry of zipfile.eachEntry()) {
+      const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, true);
+      const relativePath = entryPath(name);
+      const reason = checkEntry(name, entry, limits) ?? (paths.has(relativePath) ? "duplicate entry name" : undefined);
+      if (reason !== undefined) throw archiveInvalid(reason, name);
+      declaredBytes += entry.uncompressedSize;
+      if (declaredBytes > limits.maxUncompressedBytes) {
+        throw archiveTooLarge({ limit: limits.maxUncompressedBytes, uncompressedBytes: declaredBytes });
+      }
+      paths.add(relativePath);
+      entries.push({ name, relativePath, entry });
+    }
+  } catch (error) {
+    throw archiveFault(error, "corrupt central directory");
+  }
+  return entries;
+}
+
+async function writeEntries(
+  zipfile: yauzl.ZipFile,
+  entries: ListedEntry[],
+  root: string,
+  limits: ArchiveLimits,
+): Promise<number> {
+  const budget = new ByteBudget(limits.maxUncompressedBytes);
+  const directories = new Set<string>([root]);
+  let previous: { name: string; dataEnd: number } | undefined;
+
+  entries.sort((a, b) => a.entry.relativeOffsetOfLocalHeader - b.entry.relativeOffsetOfLocalHeader);
+  for (const { name, relativePath, entry } of entries) {
+    try {
+      const { fileDataStart } = await zipfile.readLocalFileHeaderPromise(entry, { minimal: true });
+      if (previous !== undefined && entry.relativeOffsetOfLocalHeader < previous.dataEnd) {
+        throw archiveInvalid(`entry data overlaps entry "${previous.name}"`, name);
+      }
+      previous = { name, dataEnd: fileDataStart + entry.compressedSize };
+
+      const target = pathInside(root, relativePath, name);
+      if (isDirectoryEntry(name)) {
+        await makeDirectories(root, target, directories, name);
+        continue;
+      }
+      await makeDirectories(root, path.dirname(target), directories, name);
+      const file = await open(target, NEW_FILE_FLAGS, FILE_MODE);
+      try {
+        const data = await openEntryData(zipfile, entry, fileDataStart);
+        await pipeline(data, budget.meter(), file.createWriteStream({ autoClose: false }));
+      } finally {
+        // Waits for any write still in flight, so no handle outlives a failure.
+        await file.close();
+      }
+    } catch (error) {
+      throw archiveFault(error, "unreadable entry data", name);
+    }
+  }
+  return budget.bytesWritten;
+}
+
+/**
+ * The running count of bytes written across all entries. It is the last line
+ * against a zip bomb: yauzl's validateEntrySizes already holds each entry to
+ * its declared size, and the declared sizes to the limit, but this count does
+ * not depend on either being right.
+ */
+class ByteBudget {
+  bytesWritten = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  meter(): Transform {
+    return new Transform({
+      transform: (chunk: Buffer, _encoding, callback) => {
+        this.bytesWritten += chunk.length;
+        if (this.bytesWritten > this.maxBytes) {
+          callback(archiveTooLarge({ limit: this.maxBytes, uncompressedBytes: this.bytesWritten }));
+        } else {
+          callback(null, chunk);
+        }
+      },
+    });
+  }
+}
+
+/** The entry's path under root; checkEntryName already refused `..`, this makes sure of it. */
+function pathInside(root: string, relativePath: string, name: string): string {
+  const target = path.join(root, ...relativePath.split("/"));
+  const relative = path.relative(root, target);
+  if (relative === "" || relative === ".." || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) {
+    throw archiveInvalid("entry path escapes the extraction directory", name);
+  }
+  return target;
+}
+
+/**
+ * Creates each missing directory from root down to dir, and checks that every
+ * one is a real directory (lstat: a symbolic link is not followed), so that no
+ * later file can be written through a link. Known directories are skipped:
+ * each costs a mkdir and an lstat once per archive.
+ */
+async function makeDirectories(root: string, dir: string, known: Set<string>, name: string): Promise<void> {
+  let current = root;
+  for (const segment of path.relative(root, dir).split(path.sep).filter(Boolean)) {
+    current = path.join(current, segment);
+    if (known.has(current)) continue;
+    try {
+      await mkdir(current, DIRECTORY_MODE);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+    if (!(await lstat(current)).isDirectory()) {
+      throw archiveInvalid("entry path conflicts with another entry", name);
+    }
+    known.add(current);
+  }
+}
+
+function openEntryData(zipfile: yauzl.ZipFile, entry: yauzl.Entry, fileDataStart: number): Promise<Readable> {
+  return new Promise((resolve, reject) => {
+    zipfile.openReadStreamLowLevel(
+      fileDataStart,
+      entry.compressedSize,
+      0,
+      entry.compressedSize,
+      entry.compressionMethod === DEFLATED,
+      entry.uncompressedSize,
+      (error, stream) => (error ? reject(error) : resolve(stream)),
+    );
+  });
+}
+
+/**
+ * Which errors are the archive's fault: ours (already client errors), yauzl's
+ * and zlib's (plain errors: bad signatures, sizes that do not match, corrupt
+ * deflate data) and path conflicts between entries. Other system errors (a
+ * full disk, an unreadable upload) are the runner's, and stay as they are.
+ */
+function archiveFault(error: unknown, what: string, name?: string): Error {
+  if (error instanceof GraphQLError) return error;
+  const systemError = error as NodeJS.ErrnoException;
+  if (systemError.syscall !== undefined) {
+    if (name !== undefined && PATH_CONFLICT_CODES.has(systemError.code ?? "")) {
+      return archiveInvalid("entry path conflicts with another entry", name);
+    }
+    return systemError;
+  }
+  return archiveInvalid(`${what}: ${(error as Error).message}`, name);
+}
+
+/** Resolves once the archive's file descriptor is closed, which waits for any entry stream still holding it. */
+function closeArchive(zipfile: yauzl.ZipFile): Promise<void> {
+  if (!zipfile.isOpen) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    zipfile.once("close", () => resolve());
+    zipfile.once("error", reject);
+    zipfile.close();
+  });
+}
+
+/** Removes everything under root, which was empty before extraction began. */
+async function removeContents(root: string): Promise<void> {
+  for (const name of await readdir(root)) {
+    await rm(path.join(root, name), { recursive: true, force: true });
+  }
+}
