@@ -111,7 +111,7 @@ export const settings = {
   graphqlMaxDepth: setting("VEGA_GRAPHQL_MAX_DEPTH", "12", positiveInteger, "query depth"),
   graphqlMaxAliases: setting("VEGA_GRAPHQL_MAX_ALIASES", "30", positiveInteger, "aliases in one operation"),
   graphqlMaxTokens: setting("VEGA_GRAPHQL_MAX_TOKENS", "2000", positiveInteger, "tokens in one document"),
-  graphqlMaxCost: setting("VEGA_GRAPHQL_MAX_COST", "5000", positiveInteger, "graphql-armor cost of one operation"),
+  graphqlMaxCost: setting("VEGA_GRAPHQL_MAX_COST", "50000", positiveInteger, "graphql-armor cost of one operation"),
   graphqlMaxDirectives: setting("VEGA_GRAPHQL_MAX_DIRECTIVES", "50", positiveInteger, "directives in one operation"),
   workerSweepIntervalSeconds: setting("VEGA_WORKER_SWEEP_INTERVAL_SECONDS", "5", positiveInteger, "how often the API looks for workers that turned stale"),
 

@@ -33,13 +33,19 @@ export function vegaError(code: ErrorCode, message: string, details: Record<stri
   });
 }
 
+/**
+ * Duck-typed rather than `instanceof`: graphql-js may be loaded twice (its ESM
+ * and CommonJS builds, by different dependencies), and errors cross between them.
+ */
+export function isGraphQLError(error: unknown): error is GraphQLError {
+  return error instanceof Error && error.name === "GraphQLError" && "extensions" in error;
+}
+
 export function errorCodeOf(error: unknown): ErrorCode | undefined {
-  if (error instanceof GraphQLError) {
-    const code = error.extensions?.code;
-    if (typeof code === "string" && code in errorCodes) return code as ErrorCode;
-    if (error.originalError) return errorCodeOf(error.originalError);
-  }
-  return undefined;
+  if (!isGraphQLError(error)) return undefined;
+  const code = error.extensions?.code;
+  if (typeof code === "string" && code in errorCodes) return code as ErrorCode;
+  return error.originalError ? errorCodeOf(error.originalError) : undefined;
 }
 
 export const unauthenticated = (reason: string) => vegaError("UNAUTHENTICATED", reason);

@@ -171,12 +171,13 @@ async function inspectEntries(
     // The name yauzl would extract to, decoded strictly (backslashes kept) so that
     // the rules, not yauzl's own checks, refuse it with the name in the message.
     const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, true);
-    const reason = checkEntry(name, entry, limits) ?? checkPlacement(name, entry, directory.offset, paths);
+    const relativePath = entryPath(name);
+    const reason = checkEntry(name, entry, limits) ?? checkPlacement(relativePath, entry, directory.offset, paths);
     if (reason !== undefined) {
       firstInvalidEntry = archiveInvalid(reason, name);
       return;
     }
-    paths.add(entryPath(name));
+    paths.add(relativePath);
     const start = entry.relativeOffsetOfLocalHeader;
     extents.push({ name, start, minimumEnd: start + minimumLocalExtent(entry) });
   };
@@ -204,12 +205,12 @@ async function inspectEntries(
 
 /** The rules that need more than the record itself: a unique path, and data before the central directory. */
 function checkPlacement(
-  name: string,
+  relativePath: string,
   entry: yauzl.Entry,
   directoryOffset: number,
   paths: Set<string>,
 ): string | undefined {
-  if (paths.has(entryPath(name))) return "duplicate entry name";
+  if (paths.has(relativePath)) return "duplicate entry name";
   const start = entry.relativeOffsetOfLocalHeader;
   if (start >= directoryOffset) {
     return `local header offset ${start} is beyond the central directory at ${directoryOffset}`;

@@ -51,11 +51,14 @@ export function checkEntryName(name: string): string | undefined {
   if (/^[a-zA-Z]:/.test(name)) return "drive letter in name";
   const segments = name.split("/");
   if (segments.includes("..")) return "parent directory (..) segment in name";
-  if (Buffer.byteLength(name) > MAX_NAME_BYTES) return `name longer than ${MAX_NAME_BYTES} bytes`;
-  if (segments.some((segment) => Buffer.byteLength(segment) > MAX_SEGMENT_BYTES)) {
-    return `path segment longer than ${MAX_SEGMENT_BYTES} bytes`;
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: most names are too short to need counting.
+  if (name.length * 3 > MAX_SEGMENT_BYTES) {
+    if (Buffer.byteLength(name) > MAX_NAME_BYTES) return `name longer than ${MAX_NAME_BYTES} bytes`;
+    if (segments.some((segment) => Buffer.byteLength(segment) > MAX_SEGMENT_BYTES)) {
+      return `path segment longer than ${MAX_SEGMENT_BYTES} bytes`;
+    }
   }
-  if (entryPath(name) === "") return "name denotes no file";
+  if (segments.every((segment) => segment === "" || segment === ".")) return "name denotes no file";
   return undefined;
 }
 
@@ -64,11 +67,15 @@ export function checkEntryName(name: string): string | undefined {
  * same file on disk, so duplicates are detected on this form.
  */
 export function entryPath(name: string): string {
+  // Most names have no empty or `.` segment; splitting them all would dominate inspection time.
+  if (!EMPTY_OR_DOT_SEGMENT.test(name)) return name;
   return name
     .split("/")
     .filter((segment) => segment !== "" && segment !== ".")
     .join("/");
 }
+
+const EMPTY_OR_DOT_SEGMENT = /(^|\/)\.?(\/|$)/;
 
 export function isDirectoryEntry(name: string): boolean {
   return name.endsWith("/");

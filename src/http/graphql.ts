@@ -8,7 +8,7 @@ import { EnvelopArmorPlugin } from "@escape.tech/graphql-armor";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
 import { GraphQLError } from "graphql";
 import { authenticate, createContext, type Context, type Deps, type Viewer } from "../context.ts";
-import { errorCodeOf } from "../errors.ts";
+import { errorCodeOf, isGraphQLError } from "../errors.ts";
 import { schema } from "../schema/index.ts";
 import type { StoredUpload } from "../services/uploads.ts";
 
@@ -88,7 +88,7 @@ export function createGraphQLHandler(deps: Deps): VegaYoga {
     multipart: false,
     maskedErrors: {
       maskError(error, message) {
-        const original = error instanceof GraphQLError ? error : undefined;
+        const original = isGraphQLError(error) ? error : undefined;
         if (original && errorCodeOf(original)) return original;
         if (original && !original.originalError) return original; // parse/validation errors speak for themselves
         return new GraphQLError(message, {

@@ -11,7 +11,7 @@ import { GraphQLError } from "graphql";
 import { useServer } from "graphql-ws/use/ws";
 import { WebSocketServer } from "ws";
 import { authenticate, type Deps, type Viewer } from "../context.ts";
-import { errorCodeOf } from "../errors.ts";
+import { errorCodeOf, isGraphQLError } from "../errors.ts";
 import type { VegaYoga } from "./graphql.ts";
 
 /** graphql-ws close codes: 4401 when the token is missing or invalid, 4403 when it is refused. */
@@ -40,7 +40,7 @@ export function attachSubscriptions(httpServer: Server, yoga: VegaYoga, deps: De
           return true;
         } catch (error) {
           const code = errorCodeOf(error);
-          const reason = error instanceof GraphQLError ? error.message : "authentication failed";
+          const reason = isGraphQLError(error) ? error.message : "authentication failed";
           ctx.extra.socket.close(code === "FORBIDDEN" ? CLOSE_FORBIDDEN : CLOSE_UNAUTHORIZED, `Unauthorized: ${reason}`.slice(0, 120));
           return false;
         }

@@ -69,13 +69,14 @@ async function listEntries(zipfile: yauzl.ZipFile, limits: ArchiveLimits): Promi
   try {
     for await (const entry of zipfile.eachEntry()) {
       const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, true);
-      const relativePath = entryPath(name);
-      const reason = checkEntry(name, entry, limits) ?? (paths.has(relativePath) ? "duplicate entry name" : undefined);
-      if (reason !== undefined) throw archiveInvalid(reason, name);
+      // The declared total first, as the inspection reports it first.
       declaredBytes += entry.uncompressedSize;
       if (declaredBytes > limits.maxUncompressedBytes) {
         throw archiveTooLarge({ limit: limits.maxUncompressedBytes, uncompressedBytes: declaredBytes });
       }
+      const relativePath = entryPath(name);
+      const reason = checkEntry(name, entry, limits) ?? (paths.has(relativePath) ? "duplicate entry name" : undefined);
+      if (reason !== undefined) throw archiveInvalid(reason, name);
       paths.add(relativePath);
       entries.push({ name, relativePath, entry });
     }
@@ -113,9 +114,11 @@ async function writeEntries(
       const file = await open(target, NEW_FILE_FLAGS, FILE_MODE);
       try {
         const data = await openEntryData(zipfile, entry, fileDataStart);
-        await pipeline(data, budget.meter(), file.createWriteStream({ autoClose: false }));
+        // The write stream closes the file when it ends or is destroyed, and
+        // pipeline settles only after that close.
+        await pipeline(data, budget.meter(), file.createWriteStream());
       } finally {
-        // Waits for any write still in flight, so no handle outlives a failure.
+        // For when the stream never started; closing a closed handle is a no-op.
         await file.close();
       }
     } catch (error) {
