@@ -17,6 +17,8 @@ const clientPreset = {
 const config: CodegenConfig = {
   schema: "schema.graphql",
   ignoreNoDocuments: true,
+  // Imports with explicit extensions, as Node's ESM resolution (and tsconfig's NodeNext) needs.
+  emitLegacyCommonJSImports: false,
   generates: {
     "worker/generated/": { documents: ["worker/**/*.graphql"], ...clientPreset },
     "test/generated/": { documents: ["test/**/*.graphql"], ...clientPreset },

@@ -16,6 +16,7 @@ import { vegaError } from "./errors.ts";
 import { createGraphQLHandler, type VegaYoga } from "./http/graphql.ts";
 import { BodyTooLargeError, readBoundedBody, requestUrl, sendError, sendJson, sendWebResponse } from "./http/respond.ts";
 import { attachSubscriptions } from "./http/subscriptions.ts";
+import { handleMultipartGraphQL } from "./http/uploads.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createVegaPubSub } from "./pubsub.ts";
 import { openArtifactStore } from "./services/artifact-store.ts";
@@ -160,7 +161,7 @@ async function graphqlOverHttp(
   if (method === "POST") {
     const contentType = req.headers["content-type"] ?? "";
     if (/^multipart\/form-data/i.test(contentType)) {
-      return sendError(res, vegaError("BAD_USER_INPUT", "File uploads are not accepted on this server"));
+      return handleMultipartGraphQL(deps, yoga, req, res, url, requestId);
     }
     if (!JSON_CONTENT_TYPE.test(contentType)) {
       return sendError(

@@ -3,6 +3,7 @@ import { builder } from "./builder.ts";
 import "./viewer.ts";
 import "./scans.ts";
 import "./limits.ts";
+import "./sessions.ts";
 
 export const schema = builder.toSchema();
 

@@ -8,6 +8,7 @@ import {
   resolveScanStateChange,
   subscribeToScanStateChanges,
 } from "../services/scans.ts";
+import { submitScan } from "../services/submissions.ts";
 import { builder } from "./builder.ts";
 import { UserRef, WorkspaceRef } from "./viewer.ts";
 
@@ -175,5 +176,35 @@ builder.subscriptionField("scanStateChanged", (t) =>
         workspaceId: args.workspaceId ? String(args.workspaceId) : undefined,
       }),
     resolve: (payload, _args, ctx) => resolveScanStateChange(ctx, payload),
+  }),
+);
+
+const SubmitScanInput = builder.inputType("SubmitScanInput", {
+  fields: (t) => ({
+    workspaceId: t.id({ required: false, description: "Defaults to the caller's personal workspace." }),
+    label: t.string({ required: false }),
+    source: t.field({ type: "File", required: true, description: "The source archive (zip)." }),
+  }),
+});
+
+const SubmitScanPayload = builder.objectRef<{ scan: Scan }>("SubmitScanPayload").implement({
+  fields: (t) => ({ scan: t.field({ type: ScanRef, resolve: (payload) => payload.scan }) }),
+});
+
+builder.mutationField("submitScan", (t) =>
+  t.field({
+    type: SubmitScanPayload,
+    description:
+      "Queues a scan of an uploaded source archive (GraphQL multipart request). Refused before any work when the " +
+      "active-scan quota is reached (QUOTA_EXCEEDED), the file is too large (SOURCE_TOO_LARGE) or the archive fails " +
+      "inspection (ARCHIVE_TOO_MANY_ENTRIES, ARCHIVE_TOO_LARGE, ARCHIVE_INVALID).",
+    authScopes: { authenticated: true },
+    args: { input: t.arg({ type: SubmitScanInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      submitScan(ctx.deps, ctx.viewer!, ctx.uploads, {
+        workspaceId: input.workspaceId ? String(input.workspaceId) : null,
+        label: input.label,
+        source: input.source,
+      }),
   }),
 );

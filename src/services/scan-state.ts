@@ -43,7 +43,8 @@ export interface TransitionRequest {
 
 export interface TransitionResult {
   scan: Scan;
-  from: ScanStatus;
+  /** Null for a scan's creation (QUEUED). */
+  from: ScanStatus | null;
   event: ScanEvent;
 }
 
