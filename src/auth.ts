@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from "jose";
+import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from "jose";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./config.ts";
 import { unauthenticated } from "./errors.ts";
@@ -38,7 +38,9 @@ const HS256 = "HS256";
 const SECRET_FILE = "jwt-secret";
 
 /**
- * The HS256 key in force, or undefined when tokens come from a JWKS issuer.
+ * The HS256 key in force (for the worker and runner tokens Vega mints, and
+ * people's tokens when there is no OIDC issuer), or undefined when only a JWKS
+ * issuer is configured.
  * Without VEGA_JWT_SECRET the embedded default generates one into the data dir;
  * against PostgreSQL that would give each replica its own key, so it is refused.
  */
@@ -86,6 +88,12 @@ export async function signToken(key: Uint8Array, request: TokenRequest): Promise
 
 export type TokenVerifier = (token: string) => Promise<Principal>;
 
+/**
+ * HS256 tokens are checked with the shared key (when one is configured): the
+ * worker and runner tokens Vega mints, and people's tokens on the embedded
+ * default. Other algorithms go to the OIDC issuer's JWKS (when configured), so
+ * people can sign in through Cognito while services keep Vega's own tokens.
+ */
 export function createTokenVerifier(
   config: Pick<Config, "jwtJwksUrl" | "jwtIssuer" | "jwtAudience">,
   key: Uint8Array | undefined,
@@ -94,13 +102,13 @@ export function createTokenVerifier(
   return async (token) => {
     let payload: JWTPayload;
     try {
-      if (key) {
+      const { alg } = decodeProtectedHeader(token);
+      if (alg === HS256 && key) {
         ({ payload } = await jwtVerify(token, key, { algorithms: [HS256] }));
+      } else if (alg !== HS256 && jwks) {
+        ({ payload } = await jwtVerify(token, jwks, { issuer: config.jwtIssuer, audience: config.jwtAudience }));
       } else {
-        ({ payload } = await jwtVerify(token, jwks!, {
-          issuer: config.jwtIssuer,
-          audience: config.jwtAudience,
-        }));
+        throw new joseErrors.JOSEAlgNotAllowed(`"${String(alg)}" tokens are not accepted here`);
       }
     } catch (error) {
       throw unauthenticated(describeVerificationFailure(error));

@@ -15,12 +15,14 @@ import { listMigrations, migrate } from "./db/migrate.ts";
 import { vegaError } from "./errors.ts";
 import { createGraphQLHandler, type VegaYoga } from "./http/graphql.ts";
 import { BodyTooLargeError, readBoundedBody, requestUrl, sendError, sendJson, sendWebResponse } from "./http/respond.ts";
+import { ARTIFACT_ROUTE, downloadArtifact } from "./http/artifacts.ts";
 import { attachSubscriptions } from "./http/subscriptions.ts";
 import { handleMultipartGraphQL } from "./http/uploads.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createVegaPubSub } from "./pubsub.ts";
 import { openArtifactStore } from "./services/artifact-store.ts";
 import { SeenUsers } from "./services/users.ts";
+import { startWorkerSweeper } from "./services/worker-sweeper.ts";
 
 export interface AppOptions {
   /** An already opened database (tests); otherwise opened from the settings. */
@@ -72,6 +74,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
   });
   const subscriptions = attachSubscriptions(httpServer, yoga, deps);
+  const workerSweeper = startWorkerSweeper(deps);
 
   return {
     deps,
@@ -89,6 +92,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       });
     },
     async close() {
+      await workerSweeper.stop();
       await subscriptions.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
@@ -131,6 +135,8 @@ async function handle(deps: Deps, yoga: VegaYoga, req: IncomingMessage, res: Ser
   if (url.pathname === "/healthz") return sendJson(res, 200, { status: "ok" });
   if (url.pathname === "/readyz") return readiness(deps, res);
   if (url.pathname === yoga.graphqlEndpoint) return graphqlOverHttp(deps, yoga, req, res, url, requestId);
+  const artifact = ARTIFACT_ROUTE.exec(url.pathname);
+  if (artifact && (req.method === "GET" || req.method === "HEAD")) return downloadArtifact(deps, req, res, artifact[1]);
   sendJson(res, 404, { errors: [{ message: `No route for ${req.method} ${url.pathname}`, extensions: { code: "NOT_FOUND" } }] });
 }
 

@@ -23,7 +23,9 @@ type Command = (argv: string[], config: ReturnType<typeof loadConfig>) => Promis
 const commands: Record<string, () => Promise<Command>> = {
   serve: async () => (await import("./serve.ts")).serve,
   start: async () => (await import("./serve.ts")).start,
+  worker: async () => (await import("./worker.ts")).worker,
   token: async () => (await import("./token.ts")).token,
+  runner: async () => (await import("./runner.ts")).runner,
   maintenance: async () => (await import("./maintenance.ts")).maintenance,
 };
 

@@ -12,6 +12,17 @@ export type ArchiveLimits = {
   maxCompressionRatio: number;
 };
 
+/** The limits in force, from the settings (the API's and the runner's alike). */
+export const archiveLimitsOf = (config: {
+  maxArchiveEntries: number;
+  maxArchiveUncompressedBytes: number;
+  maxCompressionRatio: number;
+}): ArchiveLimits => ({
+  maxEntries: config.maxArchiveEntries,
+  maxUncompressedBytes: config.maxArchiveUncompressedBytes,
+  maxCompressionRatio: config.maxCompressionRatio,
+});
+
 /** What the rules read from one central directory record (a yauzl `Entry` has all of it). */
 export type EntryHeader = {
   versionMadeBy: number;

@@ -3,7 +3,9 @@ import { builder } from "./builder.ts";
 import "./viewer.ts";
 import "./scans.ts";
 import "./limits.ts";
+import "./workers.ts";
 import "./sessions.ts";
+import "./execution.ts";
 
 export const schema = builder.toSchema();
 

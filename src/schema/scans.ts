@@ -1,4 +1,4 @@
-import type { Finding, Scan, ScanEvent } from "../generated/prisma/client.ts";
+import type { Artifact, Finding, Scan, ScanEvent } from "../generated/prisma/client.ts";
 import type { FindingCounts } from "../services/loaders.ts";
 import { decodeCursor, pageSize, toConnection } from "../services/pagination.ts";
 import {
@@ -58,6 +58,26 @@ const FindingCountsRef = builder.objectRef<FindingCounts>("FindingCounts").imple
   }),
 });
 
+export const ArtifactRef = builder.objectRef<Artifact>("Artifact").implement({
+  description: "A stored file: a scan's source archive. Download it at GET /v1/artifacts/:id.",
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    kind: t.exposeString("kind", { description: "SOURCE or REPORT" }),
+    fileName: t.exposeString("fileName", { nullable: true }),
+    sizeBytes: t.field({ type: "BigInt", resolve: (artifact) => artifact.sizeBytes }),
+    sha256: t.exposeString("sha256"),
+    entryCount: t.exposeInt("entryCount", { nullable: true }),
+    uncompressedBytes: t.field({ type: "BigInt", nullable: true, resolve: (artifact) => artifact.uncompressedBytes }),
+    createdAt: t.field({ type: "DateTime", resolve: (artifact) => artifact.createdAt }),
+    deletedAt: t.field({
+      type: "DateTime",
+      nullable: true,
+      description: "When retention removed the file; the scan, its events and findings stay.",
+      resolve: (artifact) => artifact.deletedAt,
+    }),
+  }),
+});
+
 export const ScanRef = builder.objectRef<Scan>("Scan").implement({
   fields: (t) => ({
     id: t.exposeID("id"),
@@ -65,6 +85,7 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
     workspace: t.field({ type: WorkspaceRef, resolve: async (scan, _args, ctx) => (await ctx.loaders.workspace.load(scan.workspaceId))! }),
     owner: t.field({ type: UserRef, resolve: async (scan, _args, ctx) => (await ctx.loaders.user.load(scan.ownerId))! }),
     label: t.exposeString("label", { nullable: true }),
+    source: t.field({ type: ArtifactRef, resolve: async (scan, _args, ctx) => (await ctx.loaders.artifact.load(scan.sourceArtifactId))! }),
     attempts: t.exposeInt("attempts", { description: "How many times a worker has claimed the scan." }),
     taskId: t.exposeString("taskId", { nullable: true, description: "ECS task ARN, or local:<pid>." }),
     createdAt: t.field({ type: "DateTime", resolve: (scan) => scan.createdAt }),

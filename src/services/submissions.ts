@@ -8,8 +8,7 @@
 import type { Deps, Viewer } from "../context.ts";
 import { badUserInput, sourceTooLarge } from "../errors.ts";
 import { inspectArchive } from "../hardening/archive-inspection.ts";
-import type { ArchiveLimits } from "../hardening/archive-rules.ts";
-import type { Config } from "../config.ts";
+import { archiveLimitsOf } from "../hardening/archive-rules.ts";
 import { withActiveScanQuota } from "./quota.ts";
 import { publishTransition } from "./scan-state.ts";
 import type { StoredUpload } from "./uploads.ts";
@@ -21,12 +20,6 @@ export interface SubmitScanInput {
   /** The placeholder the File variable carries. */
   source: string;
 }
-
-export const archiveLimitsOf = (config: Config): ArchiveLimits => ({
-  maxEntries: config.maxArchiveEntries,
-  maxUncompressedBytes: config.maxArchiveUncompressedBytes,
-  maxCompressionRatio: config.maxCompressionRatio,
-});
 
 const MAX_LABEL_LENGTH = 200;
 

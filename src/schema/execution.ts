@@ -1,0 +1,132 @@
+import {
+  addRunnerFindings,
+  appendRunnerEvents,
+  claimScans,
+  completeScan,
+  reportLaunchFailed,
+  reportScanStarted,
+  type ClaimedScan,
+} from "../services/scan-execution.ts";
+import { builder } from "./builder.ts";
+import { ScanEventRef, ScanRef, SeverityEnum } from "./scans.ts";
+
+const ClaimedScanRef = builder.objectRef<ClaimedScan>("ClaimedScan").implement({
+  description: "A scan a worker claimed: launch a runner for it with this token.",
+  fields: (t) => ({
+    scan: t.field({ type: ScanRef, resolve: (claim) => claim.scan }),
+    attempt: t.exposeInt("attempt", { description: "The claim count; with the scan id it makes a launch idempotent." }),
+    runnerToken: t.exposeString("runnerToken", { description: "A token with vega_scope=runner bound to this scan." }),
+    sourceArtifactId: t.id({ resolve: (claim) => claim.scan.sourceArtifactId }),
+  }),
+});
+
+builder.mutationField("claimScans", (t) =>
+  t.field({
+    type: [ClaimedScanRef],
+    description: "Moves up to `max` queued scans, oldest first, to STARTING for this worker (FOR UPDATE SKIP LOCKED).",
+    authScopes: { worker: true },
+    args: { workerId: t.arg.id({ required: true }), max: t.arg.int({ required: true }) },
+    resolve: (_root, { workerId, max }, ctx) => claimScans(ctx.deps, ctx.viewer!.principal, String(workerId), max),
+  }),
+);
+
+builder.mutationField("reportScanStarted", (t) =>
+  t.field({
+    type: ScanRef,
+    description: "STARTING → RUNNING with the launched task's id. CONFLICT if the scan was cancelled meanwhile.",
+    authScopes: { worker: true },
+    args: { scanId: t.arg.id({ required: true }), taskId: t.arg.string({ required: true }) },
+    resolve: (_root, { scanId, taskId }, ctx) => reportScanStarted(ctx.deps, ctx.viewer!.principal, String(scanId), taskId),
+  }),
+);
+
+builder.mutationField("reportLaunchFailed", (t) =>
+  t.field({
+    type: ScanRef,
+    description: "STARTING → FAILED with a LAUNCH_FAILED event carrying the platform's reason.",
+    authScopes: { worker: true },
+    args: {
+      scanId: t.arg.id({ required: true }),
+      reason: t.arg.string({ required: true }),
+      detail: t.arg.string({ required: false }),
+    },
+    resolve: (_root, { scanId, reason, detail }, ctx) => reportLaunchFailed(ctx.deps, ctx.viewer!.principal, String(scanId), reason, detail),
+  }),
+);
+
+const ReportedEventKind = builder.enumType("ReportedEventKind", { values: ["PROGRESS", "LOG", "WARNING", "ERROR"] as const });
+
+const ScanEventInput = builder.inputType("ScanEventInput", {
+  fields: (t) => ({
+    kind: t.field({ type: ReportedEventKind, required: true }),
+    code: t.string({ required: false }),
+    message: t.string({ required: true }),
+    data: t.field({ type: "JSON", required: false }),
+  }),
+});
+
+builder.mutationField("appendScanEvents", (t) =>
+  t.field({
+    type: [ScanEventRef],
+    description: "Appends progress, log, warning or error events to the runner's own scan (at most 500 a batch).",
+    authScopes: { runner: true },
+    args: { scanId: t.arg.id({ required: true }), events: t.arg({ type: [ScanEventInput], required: true }) },
+    resolve: (_root, { scanId, events }, ctx) =>
+      appendRunnerEvents(
+        ctx.deps,
+        ctx.viewer!.principal,
+        String(scanId),
+        events.map((event) => ({ kind: event.kind, code: event.code, message: event.message, data: event.data })),
+      ),
+  }),
+);
+
+const FindingInput = builder.inputType("FindingInput", {
+  fields: (t) => ({
+    ruleId: t.string({ required: true }),
+    severity: t.field({ type: SeverityEnum, required: true }),
+    path: t.string({ required: true }),
+    line: t.int({ required: true }),
+    column: t.int({ required: false }),
+    message: t.string({ required: true }),
+    snippet: t.string({ required: false, description: "The line with the secret redacted; never the secret." }),
+    fingerprint: t.string({ required: true, description: "Stable per secret and place: one secret is one finding." }),
+  }),
+});
+
+const AddFindingsPayload = builder.objectRef<{ added: number; duplicates: number }>("AddFindingsPayload").implement({
+  fields: (t) => ({
+    added: t.exposeInt("added"),
+    duplicates: t.exposeInt("duplicates", { description: "Findings whose fingerprint the scan already had." }),
+  }),
+});
+
+builder.mutationField("addFindings", (t) =>
+  t.field({
+    type: AddFindingsPayload,
+    description: "Adds findings to the runner's own scan, deduplicated by fingerprint (at most 1000 a batch).",
+    authScopes: { runner: true },
+    args: { scanId: t.arg.id({ required: true }), findings: t.arg({ type: [FindingInput], required: true }) },
+    resolve: (_root, { scanId, findings }, ctx) => addRunnerFindings(ctx.deps, ctx.viewer!.principal, String(scanId), findings),
+  }),
+);
+
+const CompletionStatus = builder.enumType("CompletionStatus", { values: ["SUCCEEDED", "FAILED"] as const });
+
+const CompleteScanInput = builder.inputType("CompleteScanInput", {
+  fields: (t) => ({
+    status: t.field({ type: CompletionStatus, required: true }),
+    errorCode: t.string({ required: false }),
+    errorMessage: t.string({ required: false }),
+  }),
+});
+
+builder.mutationField("completeScan", (t) =>
+  t.field({
+    type: ScanRef,
+    description: "The runner's last report: RUNNING → SUCCEEDED or FAILED. CONFLICT if the scan was cancelled.",
+    authScopes: { runner: true },
+    args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: CompleteScanInput, required: true }) },
+    resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!.principal, String(scanId), input),
+  }),
+);

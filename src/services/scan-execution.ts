@@ -1,0 +1,228 @@
+/**
+ * Running scans: workers claim queued scans and report their launch; runners
+ * report events and findings for their one scan and complete it. Every status
+ * change goes through scan-state.ts (compare-and-set, event, publication).
+ */
+import { signToken, type Principal } from "../auth.ts";
+import type { Deps } from "../context.ts";
+import { badUserInput, conflict, forbidden, notFound } from "../errors.ts";
+import type { Prisma, Scan, ScanStatus, Severity } from "../generated/prisma/client.ts";
+import {
+  appendScanEvents,
+  finishedStatuses,
+  publishTransition,
+  transitionInTransaction,
+  tryTransitionScan,
+  type EventInput,
+  type TransitionResult,
+} from "./scan-state.ts";
+import { authorizeWorkerAccess } from "./workers.ts";
+
+type ExecutionDeps = Pick<Deps, "prisma" | "pubsub" | "config" | "signingKey">;
+
+/** Most scans one claim may take: a worker's capacity is small; this bounds a buggy or hostile one. */
+export const MAX_CLAIM_BATCH = 50;
+export const MAX_EVENTS_PER_BATCH = 500;
+export const MAX_FINDINGS_PER_BATCH = 1000;
+
+export interface ClaimedScan {
+  scan: Scan;
+  attempt: number;
+  runnerToken: string;
+}
+
+/**
+ * Moves up to `max` QUEUED scans, oldest first, to STARTING for this worker.
+ * `FOR UPDATE SKIP LOCKED`: concurrent claims by any number of workers each
+ * take different rows and never wait on each other. Each claim counts an
+ * attempt and comes with a runner token bound to that one scan.
+ */
+export async function claimScans(deps: ExecutionDeps, principal: Principal, workerId: string, max: number): Promise<ClaimedScan[]> {
+  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+  if (!Number.isInteger(max) || max < 0) throw badUserInput("max must be a non-negative integer");
+  if (!deps.signingKey) throw conflict("Runner tokens need VEGA_JWT_SECRET: this API cannot mint them");
+  const take = Math.min(max, MAX_CLAIM_BATCH);
+  if (take === 0) return [];
+  const results = await deps.prisma.$transaction(async (tx) => {
+    const [worker] = await tx.$queryRaw<{ draining: boolean; deregisteredAt: Date | null }[]>`
+      SELECT draining, "deregisteredAt" FROM "Worker" WHERE id = ${workerId}`;
+    if (!worker) throw notFound("Worker", workerId);
+    if (worker.deregisteredAt) throw conflict(`Worker ${workerId} is deregistered; register again`);
+    if (worker.draining) return [];
+    const rows = await tx.$queryRaw<{ id: string }[]>`
+      SELECT id FROM "Scan" WHERE status = 'QUEUED'
+      ORDER BY "queuedAt", id
+      LIMIT ${take}
+      FOR UPDATE SKIP LOCKED`;
+    const claimed: TransitionResult[] = [];
+    for (const { id } of rows) {
+      const result = await transitionInTransaction(tx, {
+        scanId: id,
+        to: "STARTING",
+        from: ["QUEUED"],
+        set: { workerId, attempts: { increment: 1 } },
+        event: { kind: "STATE", code: "STARTING", message: `Claimed by worker ${workerId}`, data: { workerId } },
+      });
+      if (result) claimed.push(result);
+    }
+    return claimed;
+  });
+  const claimedScans: ClaimedScan[] = [];
+  for (const result of results) {
+    publishTransition(deps.pubsub, result);
+    claimedScans.push({
+      scan: result.scan,
+      attempt: result.scan.attempts,
+      runnerToken: await signToken(deps.signingKey, {
+        sub: `runner:${result.scan.id}`,
+        scope: "runner",
+        scanId: result.scan.id,
+        ttlSeconds: deps.config.runnerTokenTtlSeconds,
+      }),
+    });
+  }
+  return claimedScans;
+}
+
+/** The claiming worker's scan, or FORBIDDEN: one worker cannot report on another's claims. */
+async function claimedBy(deps: ExecutionDeps, principal: Principal, scanId: string): Promise<Scan> {
+  const scan = await deps.prisma.scan.findUnique({ where: { id: scanId } });
+  if (!scan) throw notFound("Scan", scanId);
+  if (!scan.workerId) throw conflict(`Scan ${scanId} is not claimed by a worker`, { status: scan.status });
+  authorizeWorkerAccess(principal, scan.workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+  return scan;
+}
+
+/** STARTING → RUNNING with the launched task's id. A scan cancelled meanwhile answers CONFLICT: stop the task. */
+export async function reportScanStarted(deps: ExecutionDeps, principal: Principal, scanId: string, taskId: string) {
+  await claimedBy(deps, principal, scanId);
+  if (taskId.trim() === "" || taskId.length > 512) throw badUserInput("taskId must be 1 to 512 characters");
+  return transitionOrConflict(deps, {
+    scanId,
+    to: "RUNNING",
+    from: ["STARTING"],
+    set: { taskId },
+    event: { kind: "STATE", code: "RUNNING", message: `Runner task ${taskId} started`, data: { taskId } },
+  });
+}
+
+/** STARTING → FAILED with LAUNCH_FAILED and the platform's reason (ECS `failures` after retries). */
+export async function reportLaunchFailed(deps: ExecutionDeps, principal: Principal, scanId: string, reason: string, detail?: string | null) {
+  await claimedBy(deps, principal, scanId);
+  const message = `Launch failed: ${reason}${detail ? ` (${detail})` : ""}`.slice(0, 2000);
+  return transitionOrConflict(deps, {
+    scanId,
+    to: "FAILED",
+    from: ["STARTING"],
+    set: { errorCode: "LAUNCH_FAILED", errorMessage: message },
+    event: { kind: "ERROR", code: "LAUNCH_FAILED", message, data: { reason, detail: detail ?? null } },
+  });
+}
+
+async function transitionOrConflict(deps: ExecutionDeps, request: Parameters<typeof tryTransitionScan>[1]) {
+  const result = await tryTransitionScan(deps, request);
+  if (result) return result.scan;
+  const current = await deps.prisma.scan.findUniqueOrThrow({ where: { id: request.scanId }, select: { status: true } });
+  throw conflict(`Scan ${request.scanId} is ${current.status}; it cannot become ${request.to}`, { status: current.status });
+}
+
+/** A runner token acts on its own scan only, and only while the scan is starting or running. */
+async function runnersScan(deps: ExecutionDeps, principal: Principal, scanId: string): Promise<Scan> {
+  if (principal.scope !== "runner" || principal.scanId !== scanId) {
+    throw forbidden(`this runner token is bound to scan ${principal.scanId ?? "none"}, not ${scanId}`);
+  }
+  const scan = await deps.prisma.scan.findUnique({ where: { id: scanId } });
+  if (!scan) throw notFound("Scan", scanId);
+  if (finishedStatuses.includes(scan.status)) {
+    throw conflict(`Scan ${scanId} is ${scan.status}; reports for it are refused`, { status: scan.status });
+  }
+  return scan;
+}
+
+export interface ReportedEvent {
+  kind: "PROGRESS" | "LOG" | "WARNING" | "ERROR";
+  code?: string | null;
+  message: string;
+  data?: unknown;
+}
+
+export async function appendRunnerEvents(deps: ExecutionDeps, principal: Principal, scanId: string, events: ReportedEvent[]) {
+  await runnersScan(deps, principal, scanId);
+  if (events.length > MAX_EVENTS_PER_BATCH) throw badUserInput(`At most ${MAX_EVENTS_PER_BATCH} events per batch`);
+  const inputs: EventInput[] = events.map((event) => ({
+    kind: event.kind,
+    code: event.code?.slice(0, 100) ?? null,
+    message: event.message.slice(0, 4000),
+    data: (event.data ?? undefined) as Prisma.InputJsonValue | undefined,
+  }));
+  // The status is re-checked under the scan's row lock: a report racing a cancellation loses.
+  return deps.prisma.$transaction(async (tx) => {
+    const [row] = await tx.$queryRaw<{ status: ScanStatus }[]>`SELECT status FROM "Scan" WHERE id = ${scanId} FOR UPDATE`;
+    if (finishedStatuses.includes(row.status)) throw conflict(`Scan ${scanId} is ${row.status}; reports for it are refused`, { status: row.status });
+    return appendScanEvents(tx, scanId, inputs);
+  });
+}
+
+export interface ReportedFinding {
+  ruleId: string;
+  severity: Severity;
+  path: string;
+  line: number;
+  column?: number | null;
+  message: string;
+  snippet?: string | null;
+  fingerprint: string;
+}
+
+/** Stores findings, skipping fingerprints the scan already has: a batch sent twice adds nothing. */
+export async function addRunnerFindings(deps: ExecutionDeps, principal: Principal, scanId: string, findings: ReportedFinding[]) {
+  await runnersScan(deps, principal, scanId);
+  if (findings.length > MAX_FINDINGS_PER_BATCH) throw badUserInput(`At most ${MAX_FINDINGS_PER_BATCH} findings per batch`);
+  for (const finding of findings) {
+    if (!Number.isInteger(finding.line) || finding.line < 1) throw badUserInput(`Finding line must be a positive integer (${finding.path})`);
+    if (finding.fingerprint.length === 0 || finding.fingerprint.length > 200) throw badUserInput("Finding fingerprint must be 1 to 200 characters");
+  }
+  const unique = [...new Map(findings.map((finding) => [finding.fingerprint, finding])).values()];
+  return deps.prisma.$transaction(async (tx) => {
+    const [row] = await tx.$queryRaw<{ status: ScanStatus }[]>`SELECT status FROM "Scan" WHERE id = ${scanId} FOR UPDATE`;
+    if (finishedStatuses.includes(row.status)) throw conflict(`Scan ${scanId} is ${row.status}; reports for it are refused`, { status: row.status });
+    const { count } = await tx.finding.createMany({
+      data: unique.map((finding) => ({
+        scanId,
+        ruleId: finding.ruleId.slice(0, 200),
+        severity: finding.severity,
+        path: finding.path.slice(0, 4096),
+        line: finding.line,
+        column: finding.column ?? 1,
+        message: finding.message.slice(0, 2000),
+        snippet: finding.snippet?.slice(0, 1000) ?? null,
+        fingerprint: finding.fingerprint,
+      })),
+      skipDuplicates: true,
+    });
+    return { added: count, duplicates: findings.length - count };
+  });
+}
+
+export interface Completion {
+  status: "SUCCEEDED" | "FAILED";
+  errorCode?: string | null;
+  errorMessage?: string | null;
+}
+
+/** The runner's last word: RUNNING (or STARTING, if it beat the worker's report) → SUCCEEDED or FAILED. */
+export async function completeScan(deps: ExecutionDeps, principal: Principal, scanId: string, completion: Completion) {
+  await runnersScan(deps, principal, scanId);
+  const failed = completion.status === "FAILED";
+  const errorCode = failed ? (completion.errorCode?.slice(0, 100) ?? "SCAN_FAILED") : null;
+  const errorMessage = failed ? (completion.errorMessage?.slice(0, 4000) ?? "The scan failed") : null;
+  return transitionOrConflict(deps, {
+    scanId,
+    to: completion.status,
+    from: ["STARTING", "RUNNING"],
+    set: { errorCode, errorMessage },
+    event: failed
+      ? { kind: "ERROR", code: errorCode, message: errorMessage!, data: {} }
+      : { kind: "STATE", code: "SUCCEEDED", message: "Scan finished" },
+  });
+}

@@ -1,0 +1,180 @@
+/**
+ * The runner: runs one scan (VEGA_SCAN_ID) with a token bound to it. It
+ * downloads the source archive from the API, extracts it into a temporary
+ * directory with the archive limits enforced again on the actual bytes, runs
+ * the analyzers, sends events and findings in batches, and completes the scan.
+ * The temporary directory is removed whatever happens, a SIGTERM (StopTask,
+ * cancellation) included. It speaks GraphQL and HTTP only: no database.
+ */
+import { createHash } from "node:crypto";
+import { createWriteStream, rmSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { ArchiveLimits } from "../../src/hardening/archive-rules.ts";
+import type { Logger } from "../../src/logger.ts";
+import { ApiRequestError, createApiClient, type ApiClient } from "../api-client.ts";
+import {
+  AddFindingsDocument,
+  AppendScanEventsDocument,
+  CompleteScanDocument,
+  RunnerScanDocument,
+  type FindingInput,
+  type ScanEventInput,
+} from "../generated/graphql.ts";
+import { scanTree, type SecretFinding } from "./analyzers/secrets.ts";
+import { extractArchive } from "./extract.ts";
+
+export interface RunnerSettings {
+  apiUrl: string;
+  scanId: string;
+  token: string;
+  limits: ArchiveLimits;
+}
+
+/** Findings per addFindings call (the API accepts up to 1000). */
+export const FINDINGS_BATCH = 500;
+const REPORT_ATTEMPTS = 5;
+
+/** The scan ended on the API's side (cancelled, recovered): nothing more to report. */
+class ScanNoLongerActive extends Error {}
+
+export type RunnerOutcome = "SUCCEEDED" | "FAILED" | "ABANDONED";
+
+/** Retries a report through network errors and 5xx with backoff; a CONFLICT means the scan has ended. */
+async function report<T>(log: Logger, what: string, send: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await send();
+    } catch (error) {
+      if (error instanceof ApiRequestError && error.hasCode("CONFLICT")) throw new ScanNoLongerActive(error.message);
+      const retryable = error instanceof ApiRequestError && (error.codes.length === 0 || (error.status ?? 0) >= 500);
+      if (!retryable || attempt === REPORT_ATTEMPTS) throw error;
+      const delayMs = Math.min(8_000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      log.warn({ err: error, attempt, delayMs }, `${what} failed; retrying`);
+      await sleep(delayMs);
+    }
+  }
+}
+
+const artifactUrl = (apiUrl: string, artifactId: string) => new URL(`/v1/artifacts/${artifactId}`, apiUrl).toString();
+
+async function downloadSource(settings: RunnerSettings, source: { id: string; sha256: string }, target: string) {
+  const response = await fetch(artifactUrl(settings.apiUrl, source.id), { headers: { authorization: `Bearer ${settings.token}` } });
+  if (!response.ok || !response.body) throw new Error(`downloading the source archive answered HTTP ${response.status}`);
+  const hash = createHash("sha256");
+  let bytes = 0;
+  await pipeline(
+    Readable.fromWeb(response.body as import("node:stream/web").ReadableStream),
+    new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        callback(null, chunk);
+      },
+    }),
+    createWriteStream(target, { flags: "wx" }),
+  );
+  const digest = hash.digest("hex");
+  if (digest !== source.sha256) {
+    throw Object.assign(new Error(`source archive checksum mismatch: expected ${source.sha256}, got ${digest}`), { code: "ARTIFACT_CORRUPT" });
+  }
+  return bytes;
+}
+
+const toFindingInput = (finding: SecretFinding): FindingInput => ({
+  ruleId: finding.ruleId,
+  severity: finding.severity,
+  path: finding.path,
+  line: finding.line,
+  column: finding.column,
+  message: finding.message,
+  snippet: finding.snippet,
+  fingerprint: finding.fingerprint,
+});
+
+/** The error code a failed scan reports: the archive's own code, or RUNNER_ERROR. */
+function failureCode(error: unknown): string {
+  const extensions = (error as { extensions?: { code?: unknown } }).extensions;
+  if (typeof extensions?.code === "string") return extensions.code;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && /^[A-Z_]+$/.test(code) ? code : "RUNNER_ERROR";
+}
+
+export async function runScan(settings: RunnerSettings, log: Logger): Promise<RunnerOutcome> {
+  const api: ApiClient = createApiClient({ url: settings.apiUrl, token: () => settings.token, timeoutMs: 30_000 });
+  const scanId = settings.scanId;
+  const workDir = await mkdtemp(path.join(os.tmpdir(), `vega-runner-${scanId.slice(0, 8)}-`));
+  // StopTask and cancellation send SIGTERM: leave no extracted source behind.
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.warn({ signal }, "runner stopped by signal; removing its work directory");
+    rmSync(workDir, { recursive: true, force: true });
+    process.exit(128 + (signal === "SIGINT" ? 2 : 15));
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  const events = (items: ScanEventInput[]) =>
+    report(log, "appendScanEvents", () => api.request(AppendScanEventsDocument, { scanId, events: items }));
+
+  try {
+    const { scan } = await report(log, "reading the scan", () => api.request(RunnerScanDocument, { id: scanId }));
+    if (!["STARTING", "RUNNING"].includes(scan.status)) {
+      log.info({ status: scan.status }, "the scan is no longer active; nothing to run");
+      return "ABANDONED";
+    }
+    try {
+      const archivePath = path.join(workDir, "source.zip");
+      const downloaded = await downloadSource(settings, scan.source, archivePath);
+      const extraction = await extractArchive(archivePath, path.join(workDir, "source"), settings.limits);
+      await rm(archivePath, { force: true });
+      await events([
+        {
+          kind: "PROGRESS",
+          code: "EXTRACTED",
+          message: `Extracted ${extraction.entryCount} entries (${extraction.bytesWritten} bytes)`,
+          data: { downloadedBytes: downloaded, ...extraction },
+        },
+      ]);
+
+      const summary = await scanTree(path.join(workDir, "source"));
+      let added = 0;
+      for (let index = 0; index < summary.findings.length; index += FINDINGS_BATCH) {
+        const batch = summary.findings.slice(index, index + FINDINGS_BATCH).map(toFindingInput);
+        const result = await report(log, "addFindings", () => api.request(AddFindingsDocument, { scanId, findings: batch }));
+        added += result.addFindings.added;
+      }
+      await events([
+        {
+          kind: "PROGRESS",
+          code: "ANALYZED",
+          message: `Secrets scan: ${summary.filesScanned} files scanned, ${summary.filesSkipped} skipped, ${added} findings`,
+          data: { filesScanned: summary.filesScanned, filesSkipped: summary.filesSkipped, bytesScanned: summary.bytesScanned, findings: added },
+        },
+      ]);
+      await report(log, "completeScan", () => api.request(CompleteScanDocument, { scanId, input: { status: "SUCCEEDED" } }));
+      return "SUCCEEDED";
+    } catch (error) {
+      if (error instanceof ScanNoLongerActive) throw error;
+      const errorCode = failureCode(error);
+      const errorMessage = error instanceof Error ? error.message : String(error);
+      log.error({ err: error, errorCode }, "scan failed");
+      await report(log, "completeScan", () =>
+        api.request(CompleteScanDocument, { scanId, input: { status: "FAILED", errorCode, errorMessage } }),
+      );
+      return "FAILED";
+    }
+  } catch (error) {
+    if (error instanceof ScanNoLongerActive) {
+      log.info({ reason: error.message }, "the scan ended on the API's side (cancelled or recovered); stopping");
+      return "ABANDONED";
+    }
+    throw error;
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
