@@ -11,7 +11,7 @@ export type ArchiveInspection = {
   compressedBytes: number;
 };
 
-// Record layouts from PKWARE's APPNOTE.TXT, sections 4.3.14 to 4.3.16.
+// Record layouts from PKWARE's APPNOTE.TXT, sections 4.3.7 to 4.3.16.
 const END_RECORD_SIGNATURE = 0x06054b50;
 const END_RECORD_BYTES = 22;
 const MAX_COMMENT_BYTES = 0xffff;
@@ -45,9 +45,10 @@ type LocalExtent = {
 /**
  * Decides whether an uploaded archive may be stored and scanned, from its
  * central directory alone: nothing is extracted and no entry data is read.
- * Refusals come in this order: too many entries (from the end record, before
- * the directory is read), too many declared bytes, then the first invalid
- * entry, then overlapping entries.
+ * Refusals come in this order: a missing or inconsistent end record, too many
+ * entries (counted from the end record, before the directory is read), a
+ * corrupt directory record, too many declared bytes (summed over every entry),
+ * the first invalid entry, overlapping entries.
  *
  * The runner enforces the same rules again on what it actually extracts; what
  * only the local headers could tell (a local extra field stretched over the
@@ -190,7 +191,7 @@ async function inspectEntries(
   }
   if (directoryEnd !== directory.offset + directory.size) {
     throw archiveInvalid(
-      `corrupt central directory: its ${directory.entryCount} records take ${directoryEnd - directory.offset} ` +
+      `corrupt central directory: its records take ${directoryEnd - directory.offset} ` +
         `of its ${directory.size} declared bytes`,
     );
   }
@@ -283,9 +284,13 @@ class ChunkedReader extends yauzl.RandomAccessReader {
     super();
   }
 
+  private holds(position: number, length: number): boolean {
+    return position >= this.chunkStart && position + length <= this.chunkStart + this.chunk.length;
+  }
+
   /** The file's bytes from position, fewer than length at the end of the file. */
   async bytesAt(position: number, length: number): Promise<Buffer> {
-    if (position < this.chunkStart || position + length > this.chunkStart + this.chunk.length) {
+    if (!this.holds(position, length)) {
       const end = Math.max(position, Math.min(this.fileSize, position + Math.max(length, READ_CHUNK_BYTES)));
       const chunk = Buffer.allocUnsafe(end - position);
       const { bytesRead } = await this.file.read(chunk, 0, chunk.length, position);
@@ -296,7 +301,14 @@ class ChunkedReader extends yauzl.RandomAccessReader {
     return this.chunk.subarray(from, from + length);
   }
 
-  // yauzl reads the number of bytes read from the callback's second argument to detect a short read.
+  /**
+   * yauzl learns of a short read from the callback's second argument. A read
+   * the current chunk holds is answered on the microtask queue: synchronously,
+   * yauzl would recurse once per record, and through setImmediate (as its own
+   * buffer reader does) each record would wait for a turn of the event loop.
+   * The parse thus yields to other requests only between chunks: about 0.2 s
+   * of CPU for a 50,000-entry directory.
+   */
   override read(
     buffer: Buffer,
     offset: number,
@@ -304,6 +316,12 @@ class ChunkedReader extends yauzl.RandomAccessReader {
     position: number,
     callback: (error: Error | null, bytesRead?: number) => void,
   ): void {
+    if (this.holds(position, length)) {
+      const from = position - this.chunkStart;
+      const bytesRead = this.chunk.copy(buffer, offset, from, from + length);
+      queueMicrotask(() => callback(null, bytesRead));
+      return;
+    }
     this.bytesAt(position, length).then(
       (bytes) => callback(null, bytes.copy(buffer, offset)),
       (error: Error) => callback(error),

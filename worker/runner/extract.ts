@@ -1,8 +1,6 @@
 import { constants } from "node:fs";
 import { lstat, mkdir, open, readdir, realpath, rm } from "node:fs/promises";
 import path from "node:path";
-import { Transform, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { GraphQLError } from "graphql";
 import yauzl from "yauzl";
 import { archiveInvalid, archiveTooLarge, archiveTooManyEntries } from "../../src/errors.ts";
@@ -113,12 +111,12 @@ async function writeEntries(
       await makeDirectories(root, path.dirname(target), directories, name);
       const file = await open(target, NEW_FILE_FLAGS, FILE_MODE);
       try {
-        const data = await openEntryData(zipfile, entry, fileDataStart);
-        // The write stream closes the file when it ends or is destroyed, and
-        // pipeline settles only after that close.
-        await pipeline(data, budget.meter(), file.createWriteStream());
+        // Leaving the loop early (a refusal, a failed write) destroys the entry's stream.
+        for await (const chunk of await openEntryData(zipfile, entry, fileDataStart)) {
+          budget.spend(chunk.length);
+          await file.write(chunk);
+        }
       } finally {
-        // For when the stream never started; closing a closed handle is a no-op.
         await file.close();
       }
     } catch (error) {
@@ -139,17 +137,12 @@ class ByteBudget {
 
   constructor(private readonly maxBytes: number) {}
 
-  meter(): Transform {
-    return new Transform({
-      transform: (chunk: Buffer, _encoding, callback) => {
-        this.bytesWritten += chunk.length;
-        if (this.bytesWritten > this.maxBytes) {
-          callback(archiveTooLarge({ limit: this.maxBytes, uncompressedBytes: this.bytesWritten }));
-        } else {
-          callback(null, chunk);
-        }
-      },
-    });
+  /** Counts bytes about to be written, refusing them once the total passes the limit. */
+  spend(bytes: number): void {
+    this.bytesWritten += bytes;
+    if (this.bytesWritten > this.maxBytes) {
+      throw archiveTooLarge({ limit: this.maxBytes, uncompressedBytes: this.bytesWritten });
+    }
   }
 }
 
@@ -186,7 +179,12 @@ async function makeDirectories(root: string, dir: string, known: Set<string>, na
   }
 }
 
-function openEntryData(zipfile: yauzl.ZipFile, entry: yauzl.Entry, fileDataStart: number): Promise<Readable> {
+/** The entry's uncompressed bytes; yauzl fails the stream when they exceed the declared size (validateEntrySizes). */
+function openEntryData(
+  zipfile: yauzl.ZipFile,
+  entry: yauzl.Entry,
+  fileDataStart: number,
+): Promise<AsyncIterable<Buffer>> {
   return new Promise((resolve, reject) => {
     zipfile.openReadStreamLowLevel(
       fileDataStart,
@@ -209,13 +207,13 @@ function openEntryData(zipfile: yauzl.ZipFile, entry: yauzl.Entry, fileDataStart
 function archiveFault(error: unknown, what: string, name?: string): Error {
   if (error instanceof GraphQLError) return error;
   const systemError = error as NodeJS.ErrnoException;
-  if (systemError.syscall !== undefined) {
+  if (systemError instanceof Error && systemError.syscall !== undefined) {
     if (name !== undefined && PATH_CONFLICT_CODES.has(systemError.code ?? "")) {
       return archiveInvalid("entry path conflicts with another entry", name);
     }
     return systemError;
   }
-  return archiveInvalid(`${what}: ${(error as Error).message}`, name);
+  return archiveInvalid(`${what}: ${error instanceof Error ? error.message : String(error)}`, name);
 }
 
 /** Resolves once the archive's file descriptor is closed, which waits for any entry stream still holding it. */

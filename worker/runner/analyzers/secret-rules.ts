@@ -4,12 +4,13 @@
  *
  * How a rule is applied (the contract every entry below relies on):
  *
- * - `keywords` are cheap literals, at least one of which appears inside every
- *   match of `pattern` (gitleaks' `keywords`). The scanner searches the file for
- *   all keywords in one pass and runs a rule's regex only on the line around a
- *   hit, so a rule whose keywords are missing costs nothing. Keywords are matched
- *   case-sensitively, unless the pattern has the `i` flag: then they are written
- *   in lower case and matched case-insensitively.
+ * - `keywords` are cheap ASCII literals of two bytes or more, at least one of
+ *   which appears inside every match of `pattern` (gitleaks' `keywords`). The
+ *   scanner searches the file for all keywords in one pass and runs a rule's
+ *   regex only on the line around a hit, so a rule whose keywords are missing
+ *   costs nothing. Keywords are matched case-sensitively, unless the pattern has
+ *   the `i` flag: then they are written in lower case and matched
+ *   case-insensitively.
  * - `pattern` has at least one capture group; the secret is the first group that
  *   took part in the match. Its position gives the finding's line and column, its
  *   hash gives the fingerprint, and it is what the snippet redacts.
@@ -19,9 +20,9 @@
  * - `allowlist` and `stopwords` discard placeholders: a secret matching any
  *   allowlist regex, or containing any stopword (case-insensitive), is not a
  *   finding.
- * - `spansLines`: the match may cross line breaks (a PEM block); the scanner
- *   then searches from the keyword's line over the following bytes instead of
- *   over one line.
+ * - `spansLines`: the match may cross line breaks (a PEM block). Such a rule's
+ *   match must start with its keyword: the scanner tries it at each keyword hit,
+ *   over the bytes that follow, instead of over the hit's line.
  * - The order of the catalog is a priority: when two rules match overlapping
  *   text, only the earlier one is reported, so the specific rules come first and
  *   the generic assignment rules last (`token = "ghp_…"` is a GitHub token, not a
@@ -67,13 +68,14 @@ export const PLACEHOLDER_ALLOWLIST: RegExp[] = [
 
 /**
  * Values that, after `password:` or `token =`, are code or configuration rather
- * than a literal secret: a bare identifier or type name, a number, a URL, a
- * path. A password made only of letters is missed; an entropy rule cannot tell
+ * than a literal secret: a bare identifier or type name, a number, a slug, a
+ * URL, a path. A password made only of letters is missed; an entropy rule cannot tell
  * it from a type name.
  */
 export const CODE_VALUE_ALLOWLIST: RegExp[] = [
   /^[A-Za-z_]+$/,
   /^[0-9._-]+$/,
+  /^[a-z]+[-_.][0-9]+$/, // a slug or version: "build-42", "node_18"
   /^(?:[a-z][a-z0-9+.-]*:)?\/\//, // a URL
   /^\.{0,2}\//, // a path
 ];
@@ -95,6 +97,21 @@ export const PLACEHOLDER_STOPWORDS: string[] = [
   "replace_me",
   "replaceme",
   "insert_",
+];
+
+/**
+ * Words of code, for the generic rules only: a value containing one is an
+ * identifier or a header name (`CreateOAuth2TokenCommand`,
+ * "X-Amz-Security-Token"). Words have five letters or more, so that a random
+ * 40-character secret contains one of them with a chance of about one in
+ * 15,000 (gitleaks' generic rule keeps a much longer list of this kind).
+ */
+export const CODE_WORD_STOPWORDS: string[] = [
+  "access", "account", "action", "admin", "bearer", "buffer", "cache", "client", "command", "config", "context",
+  "create", "credential", "default", "delete", "error", "event", "field", "handler", "header", "input", "issuer",
+  "label", "login", "message", "method", "model", "option", "output", "param", "password", "policy", "provider",
+  "query", "refresh", "request", "reset", "response", "result", "secret", "security", "service", "session",
+  "string", "token", "update", "value",
 ];
 
 const ASSIGNMENT = String.raw`["']?[ \t]{0,5}(?:=|:=|:|=>)[ \t]{0,5}`;
@@ -351,7 +368,7 @@ export const SECRET_RULES: SecretRule[] = [
     pattern: new RegExp(String.raw`(?:password|passwd|passphrase|pwd)[A-Za-z0-9_.-]{0,30}` + ASSIGNMENT + GENERIC_VALUE, "i"),
     entropy: 3,
     allowlist: [...PLACEHOLDER_ALLOWLIST, ...CODE_VALUE_ALLOWLIST],
-    stopwords: PLACEHOLDER_STOPWORDS,
+    stopwords: [...PLACEHOLDER_STOPWORDS, ...CODE_WORD_STOPWORDS],
   },
   {
     id: "generic-api-key",
@@ -366,6 +383,6 @@ export const SECRET_RULES: SecretRule[] = [
     ),
     entropy: 3.5,
     allowlist: [...PLACEHOLDER_ALLOWLIST, ...CODE_VALUE_ALLOWLIST],
-    stopwords: PLACEHOLDER_STOPWORDS,
+    stopwords: [...PLACEHOLDER_STOPWORDS, ...CODE_WORD_STOPWORDS],
   },
 ];

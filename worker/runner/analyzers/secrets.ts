@@ -11,16 +11,18 @@
  *   fixtures are full of fake keys, and they are not the user's code to fix).
  *   Files under them are not counted at all.
  * - Files larger than DEFAULT_MAX_FILE_BYTES (1 MiB, `maxFileBytes` to change it)
- *   are skipped without being read: past that size a file is a bundle, a dump or
- *   data, and one such file would cost more than the rest of a typical tree.
+ *   are skipped, after reading at most one byte more than the limit: past that
+ *   size a file is a bundle, a dump or data, and one such file would cost more
+ *   than the rest of a typical tree.
  * - Binary files are skipped: a NUL byte in the first BINARY_SNIFF_BYTES (8 KiB),
  *   the test git and grep use.
  *
  * How a file is scanned
- * - One regex holding every rule keyword finds the keyword hits in one pass; a
- *   rule's own regex then runs only over the line of a hit (a window around it
- *   on very long lines, the following bytes for rules that span lines). A file
- *   without keywords costs one pass.
+ * - The bytes are searched once for all rule keywords at a time (a table of each
+ *   keyword's rarest pair of bytes); a rule's regex then runs only over the line
+ *   of a hit, decoded (a window around the hit on very long lines, the bytes
+ *   after the keyword for rules that span lines). A file without keywords is
+ *   never decoded.
  * - Generic rules then check the secret's Shannon entropy; placeholders listed in
  *   a rule's allowlist and stopwords are dropped; when two rules match
  *   overlapping text, the earlier rule of the catalog wins.
@@ -42,16 +44,19 @@
  *   window around the secret.
  *
  * Parallelism
- * - scanTree scans in-process when the tree holds less than
- *   POOL_THRESHOLD_BYTES of candidate files (starting threads costs more than it
- *   saves there); otherwise it starts a pool of `concurrency` worker threads
- *   (default: os.availableParallelism()) that each take batches of files. The
- *   worker entry point is this module itself, loaded through tsx's loader when
- *   it is a .ts file, as bin/vega.mjs does for the main thread.
+ * - scanTree scans on up to `concurrency` threads (default
+ *   os.availableParallelism()), all taking batches of files from one queue: the
+ *   calling thread, which starts at once, and `concurrency - 1` worker threads
+ *   when, START_WORKERS_AFTER_MS into the scan, the rest of it looks long enough
+ *   to repay their start-up (about half a CPU-second each) and the machine has a
+ *   core to spare; see scanBatches. `scanOnCallingThread: false` leaves the calling thread
+ *   out and starts `concurrency` workers at once. The worker entry point is this
+ *   module itself, loaded through tsx's loader when it is a .ts file, as
+ *   bin/vega.mjs does for the main thread.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { closeSync, constants as fsConstants, openSync, readSync } from "node:fs";
+import { readdir } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
@@ -60,19 +65,23 @@ import { SECRET_RULES, type SecretRule, type SecretSeverity } from "./secret-rul
 export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024;
 export const BINARY_SNIFF_BYTES = 8 * 1024;
 export const SKIPPED_DIRECTORY_NAMES: ReadonlySet<string> = new Set([".git", ".hg", ".svn", "node_modules"]);
-/** Below this many bytes of candidate files, scanTree does not start threads. */
-export const POOL_THRESHOLD_BYTES = 32 * 1024 * 1024;
+/** How long the calling thread scans alone before deciding whether to start worker threads (see scanBatches). */
+export const START_WORKERS_AFTER_MS = 200;
+/** About what a worker takes to start (tsx and esbuild load in it); measured here, 0.5 to 0.9 s. */
+const WORKER_START_UP_MS = 500;
+/** The share of a core the calling thread must have had meanwhile for workers to start. */
+const MIN_CPU_SHARE_FOR_WORKERS = 0.8;
 
-/** Lines longer than this are searched in a window around each keyword hit. */
-const LONG_LINE_CHARS = 16 * 1024;
-const LONG_LINE_CONTEXT_CHARS = 4 * 1024;
-/** How far past its keyword's line a rule that spans lines may match (a PEM key). */
-const SPAN_WINDOW_CHARS = 20 * 1024;
+/** Lines longer than this (minified code, data) are searched in a window around each keyword hit. */
+const LONG_LINE_BYTES = 16 * 1024;
+const LONG_LINE_CONTEXT_BYTES = 4 * 1024;
+/** How far from its keyword a rule that spans lines may match (a PEM key is a few KiB). */
+const SPAN_WINDOW_BYTES = 20 * 1024;
 const SNIPPET_MAX_CHARS = 200;
 const SNIPPET_CONTEXT_BEFORE = 60;
-/** Files per message to a worker, and bytes: enough to amortize the round trip. */
-const BATCH_MAX_FILES = 256;
-const BATCH_MAX_BYTES = 4 * 1024 * 1024;
+/** Files per batch: enough to amortize a message to a worker, few enough to share the tail of a scan evenly. */
+const BATCH_FILES = 32;
+const NEWLINE = 0x0a;
 
 export interface SecretFinding {
   ruleId: string;
@@ -97,60 +106,128 @@ export interface SecretScanSummary {
 
 export interface ScanTreeOptions {
   maxFileBytes?: number;
-  /** Worker threads for large trees; 1 scans in-process. */
+  /** Threads that scan, the calling one included (default: os.availableParallelism()); 1 scans in-process. */
   concurrency?: number;
-  /** Candidate bytes from which a pool is used (tests and benchmarks lower it). */
-  poolThresholdBytes?: number;
+  /** How long the calling thread scans alone before deciding on workers (default START_WORKERS_AFTER_MS; 0 starts them at once). */
+  startWorkersAfterMs?: number;
+  /**
+   * Whether the calling thread scans too (default true). With false (and a
+   * concurrency above 1), `concurrency` workers scan from the start and the
+   * calling thread's event loop stays free.
+   */
+  scanOnCallingThread?: boolean;
 }
 
 // ---------------------------------------------------------------------------
-// Rules, compiled once per thread
+// Rules and keywords, compiled once per thread
 
 interface CompiledRule {
   rule: SecretRule;
   priority: number;
-  /** The rule's pattern with `g` (iterate over a window) and `d` (group offsets). */
+  /**
+   * The rule's pattern with `d` (group offsets) and `g` to iterate over a line;
+   * a rule that spans lines gets `y` instead, as its match starts at its keyword.
+   */
   regex: RegExp;
+}
+
+interface Keyword {
+  bytes: Buffer;
+  ignoreCase: boolean;
+  /** Offset in the keyword of the byte pair the index finds it by. */
+  anchor: number;
+  rules: CompiledRule[];
 }
 
 const compiledRules: CompiledRule[] = SECRET_RULES.map((rule, priority) => ({
   rule,
   priority,
-  regex: new RegExp(rule.pattern.source, uniqueFlags(rule.pattern.flags + "gd")),
+  regex: new RegExp(rule.pattern.source, uniqueFlags(rule.pattern.flags + (rule.spansLines ? "dy" : "dg"))),
 }));
 
-const rulesByExactKeyword = new Map<string, CompiledRule[]>();
-const rulesByLowerCaseKeyword = new Map<string, CompiledRule[]>();
-for (const compiled of compiledRules) {
-  const ignoreCase = compiled.rule.pattern.flags.includes("i");
-  for (const keyword of compiled.rule.keywords) {
-    const index = ignoreCase ? rulesByLowerCaseKeyword : rulesByExactKeyword;
-    const key = ignoreCase ? keyword.toLowerCase() : keyword;
-    index.set(key, [...(index.get(key) ?? []), compiled]);
-  }
+/** ASCII upper case to lower case; every other byte to itself. */
+const FOLD_CASE = Uint8Array.from({ length: 256 }, (_, byte) => (byte >= 0x41 && byte <= 0x5a ? byte + 0x20 : byte));
+
+/**
+ * English letter frequencies (percent), to guess which byte pair of a keyword
+ * is rarest in text; bytes that are not letters count as 1 (space as 15), upper
+ * case letters of case-sensitive keywords as a quarter of their lower case.
+ */
+const LETTER_FREQUENCY: Record<string, number> = {
+  e: 12.7, t: 9.1, a: 8.2, o: 7.5, i: 7, n: 6.7, s: 6.3, h: 6.1, r: 6, d: 4.3, l: 4, c: 2.8, u: 2.8,
+  m: 2.4, w: 2.4, f: 2.2, g: 2, y: 2, p: 1.9, b: 1.5, v: 1, k: 0.8, j: 0.15, x: 0.15, q: 0.1, z: 0.07,
+};
+
+function byteFrequency(byte: number, ignoreCase: boolean): number {
+  const character = String.fromCharCode(byte);
+  const frequency = LETTER_FREQUENCY[character.toLowerCase()];
+  if (frequency === undefined) return character === " " ? 15 : 1;
+  return ignoreCase || character === character.toLowerCase() ? frequency : frequency / 4;
 }
 
 /**
- * Every keyword in one alternation, longest first. JavaScript regexes cannot mix
- * case sensitivities per alternative, so the case-insensitive keywords are
- * spelled with a class per letter.
+ * The keyword index. Each keyword is anchored on its rarest-looking pair of
+ * adjacent bytes ("tg" of postgres, "sw" of password; every case variant of the
+ * pair for case-insensitive keywords), and the pair maps to a bucket of the
+ * keywords anchored on it. Scanning is one table lookup per byte, and only the
+ * positions whose pair is in the table (under 1% of the bytes of source code)
+ * are compared with keywords. Measured here: irregexp searching an alternation
+ * of the ~45 keywords ran at a fifth of this speed, and anchoring on each
+ * keyword's first two bytes (common pairs such as "re", "se", "to") at half.
  */
-const keywordGate = new RegExp(
-  [
-    ...[...rulesByExactKeyword.keys()].map((keyword) => ({ keyword, source: escapeRegExp(keyword) })),
-    ...[...rulesByLowerCaseKeyword.keys()].map((keyword) => ({ keyword, source: caseInsensitiveSource(keyword) })),
-  ]
-    .sort((a, b) => b.keyword.length - a.keyword.length)
-    .map(({ source }) => source)
-    .join("|"),
-  "g",
-);
+const keywordBuckets: Keyword[][] = [[]];
+const bucketOfPair = new Uint8Array(65536);
+{
+  const keywords = new Map<string, Keyword>();
+  for (const compiled of compiledRules) {
+    const ignoreCase = compiled.rule.pattern.flags.includes("i");
+    for (const literal of compiled.rule.keywords) {
+      const text = ignoreCase ? literal.toLowerCase() : literal;
+      const key = `${ignoreCase ? "i" : "s"}:${text}`;
+      let keyword = keywords.get(key);
+      if (!keyword) {
+        const bytes = Buffer.from(text, "latin1");
+        if (bytes.length < 2) throw new Error(`secret rule ${compiled.rule.id}: keyword "${text}" is shorter than two bytes`);
+        let anchor = 0;
+        let rarest = Infinity;
+        for (let offset = 0; offset + 1 < bytes.length; offset++) {
+          const score = byteFrequency(bytes[offset], ignoreCase) * byteFrequency(bytes[offset + 1], ignoreCase);
+          if (score < rarest) {
+            rarest = score;
+            anchor = offset;
+          }
+        }
+        keyword = { bytes, ignoreCase, anchor, rules: [] };
+        keywords.set(key, keyword);
+      }
+      keyword.rules.push(compiled);
+    }
+  }
+  const caseVariants = (byte: number, ignoreCase: boolean) =>
+    ignoreCase && byte >= 0x61 && byte <= 0x7a ? [byte, byte - 0x20] : [byte];
+  for (const keyword of keywords.values()) {
+    for (const first of caseVariants(keyword.bytes[keyword.anchor], keyword.ignoreCase)) {
+      for (const second of caseVariants(keyword.bytes[keyword.anchor + 1], keyword.ignoreCase)) {
+        const pair = (first << 8) | second;
+        if (bucketOfPair[pair] === 0) {
+          bucketOfPair[pair] = keywordBuckets.length;
+          keywordBuckets.push([]);
+        }
+        keywordBuckets[bucketOfPair[pair]].push(keyword);
+      }
+    }
+  }
+}
 
-function rulesForKeywordHit(hit: string): CompiledRule[] {
-  const exact = rulesByExactKeyword.get(hit);
-  const folded = rulesByLowerCaseKeyword.get(hit.toLowerCase());
-  if (exact && folded) return [...exact, ...folded];
-  return exact ?? folded ?? [];
+function keywordAt(content: Buffer, start: number, keyword: Keyword): boolean {
+  const { bytes } = keyword;
+  if (start < 0 || start + bytes.length > content.length) return false;
+  if (keyword.ignoreCase) {
+    for (let index = 0; index < bytes.length; index++) if (FOLD_CASE[content[start + index]] !== bytes[index]) return false;
+  } else {
+    for (let index = 0; index < bytes.length; index++) if (content[start + index] !== bytes[index]) return false;
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -158,6 +235,7 @@ function rulesForKeywordHit(hit: string): CompiledRule[] {
 
 interface SecretMatch {
   compiled: CompiledRule;
+  /** Byte offsets of the secret in the file. */
   start: number;
   end: number;
   secret: string;
@@ -168,61 +246,126 @@ interface SecretMatch {
  * into slashes); binary content (a NUL byte in the first 8 KiB) has no findings.
  */
 export function scanContent(filePath: string, content: Buffer | string): SecretFinding[] {
-  const relativePath = filePath.replace(/\\/g, "/");
-  if (typeof content === "string") {
-    if (content.slice(0, BINARY_SNIFF_BYTES).includes("\0")) return [];
-    return findSecrets(relativePath, content);
-  }
-  if (isBinary(content)) return [];
-  return findSecrets(relativePath, content.toString("utf8"));
+  const bytes = typeof content === "string" ? Buffer.from(content, "utf8") : content;
+  if (isBinary(bytes)) return [];
+  return findSecrets(filePath.replace(/\\/g, "/"), bytes);
 }
 
 export function isBinary(content: Buffer): boolean {
-  return content.subarray(0, BINARY_SNIFF_BYTES).includes(0);
+  return (content.length > BINARY_SNIFF_BYTES ? content.subarray(0, BINARY_SNIFF_BYTES) : content).includes(0);
 }
 
-function findSecrets(relativePath: string, text: string): SecretFinding[] {
-  const matches: SecretMatch[] = [];
-  const searchedWindows = new Set<string>();
-  keywordGate.lastIndex = 0;
-  for (let hit = keywordGate.exec(text); hit !== null; hit = keywordGate.exec(text)) {
-    const rules = rulesForKeywordHit(hit[0]);
-    if (rules.length === 0) continue;
-    const lineStart = text.lastIndexOf("\n", hit.index - 1) + 1;
-    const newline = text.indexOf("\n", hit.index);
-    const lineEnd = newline === -1 ? text.length : newline;
-    for (const compiled of rules) {
-      let windowStart = lineStart;
-      let windowEnd = lineEnd;
-      if (compiled.rule.spansLines) {
-        windowEnd = Math.min(text.length, lineStart + SPAN_WINDOW_CHARS);
-      } else if (lineEnd - lineStart > LONG_LINE_CHARS) {
-        windowStart = Math.max(lineStart, hit.index - LONG_LINE_CONTEXT_CHARS);
-        windowEnd = Math.min(lineEnd, hit.index + hit[0].length + LONG_LINE_CONTEXT_CHARS);
-      }
-      const windowKey = `${compiled.priority}:${windowStart}:${windowEnd}`;
-      if (searchedWindows.has(windowKey)) continue;
-      searchedWindows.add(windowKey);
-      collectMatches(compiled, text, windowStart, windowEnd, matches);
+function findSecrets(relativePath: string, content: Buffer): SecretFinding[] {
+  // Most files have no keyword at all: the search state is made at the first candidate.
+  let search: KeywordHitSearch | null = null;
+  const length = content.length;
+  let previous = length > 0 ? content[0] : 0;
+  for (let index = 1; index < length; index++) {
+    const current = content[index];
+    const bucket = bucketOfPair[(previous << 8) | current];
+    previous = current;
+    if (bucket !== 0) (search ??= new KeywordHitSearch(content)).checkCandidate(index - 1, keywordBuckets[bucket]);
+  }
+  const matches = search?.finish() ?? [];
+  if (matches.length === 0) return [];
+  return toFindings(relativePath, content, withoutOverlaps(matches));
+}
+
+/**
+ * Turns keyword hits into rule searches. Hits come in file order; the rules of
+ * all hits on one line (or one window of a long line) are searched together
+ * once, over that line decoded.
+ */
+class KeywordHitSearch {
+  readonly matches: SecretMatch[] = [];
+  private windowStart = 0;
+  private windowEnd = 0;
+  private lineEnd = -1;
+  private readonly pendingRules: CompiledRule[] = [];
+  private readonly pendingInWindow = new Int32Array(compiledRules.length).fill(-1);
+
+  constructor(private readonly content: Buffer) {}
+
+  /** `pairOffset`: where a pair of the keyword index was found. */
+  checkCandidate(pairOffset: number, bucket: Keyword[]): void {
+    for (const keyword of bucket) {
+      const start = pairOffset - keyword.anchor;
+      if (keywordAt(this.content, start, keyword)) this.onKeyword(start, keyword);
     }
   }
-  if (matches.length === 0) return [];
-  return toFindings(relativePath, text, withoutOverlaps(matches));
+
+  finish(): SecretMatch[] {
+    this.flush();
+    return this.matches;
+  }
+
+  private onKeyword(offset: number, keyword: Keyword): void {
+    const content = this.content;
+    // Hits arrive in the order of their anchors, so one may start a few bytes
+    // before the previous one: a new window then opens for it.
+    if (offset < this.windowStart || offset >= this.windowEnd) {
+      this.flush();
+      const lineStart = offset === 0 ? 0 : content.lastIndexOf(NEWLINE, offset - 1) + 1;
+      const newline = content.indexOf(NEWLINE, offset);
+      const lineEnd = newline === -1 ? content.length : newline;
+      this.lineEnd = lineEnd;
+      if (lineEnd - lineStart > LONG_LINE_BYTES) {
+        this.windowStart = utf8CharacterStart(content, Math.max(lineStart, offset - LONG_LINE_CONTEXT_BYTES));
+        this.windowEnd = Math.min(lineEnd, offset + keyword.bytes.length + LONG_LINE_CONTEXT_BYTES);
+      } else {
+        this.windowStart = lineStart;
+        this.windowEnd = lineEnd;
+      }
+    } else if (this.windowEnd < this.lineEnd) {
+      this.windowEnd = Math.min(this.lineEnd, Math.max(this.windowEnd, offset + keyword.bytes.length + LONG_LINE_CONTEXT_BYTES));
+    }
+    for (const compiled of keyword.rules) {
+      if (compiled.rule.spansLines) {
+        this.searchFromKeyword(compiled, offset);
+      } else if (this.pendingInWindow[compiled.priority] !== this.windowStart) {
+        this.pendingInWindow[compiled.priority] = this.windowStart;
+        this.pendingRules.push(compiled);
+      }
+    }
+  }
+
+  private flush(): void {
+    if (this.pendingRules.length === 0) return;
+    const text = this.content.toString("utf8", this.windowStart, this.windowEnd);
+    for (const compiled of this.pendingRules) this.collect(compiled, text, this.windowStart, this.windowEnd);
+    this.pendingRules.length = 0;
+  }
+
+  private searchFromKeyword(compiled: CompiledRule, offset: number): void {
+    const end = Math.min(this.content.length, offset + SPAN_WINDOW_BYTES);
+    this.collect(compiled, this.content.toString("utf8", offset, end), offset, end);
+  }
+
+  private collect(compiled: CompiledRule, text: string, byteStart: number, byteEnd: number): void {
+    const { regex, rule } = compiled;
+    // Decoding maps each byte of ASCII (and each invalid byte) to one UTF-16
+    // unit; only text with multi-byte characters needs its offsets converted.
+    const oneUnitPerByte = text.length === byteEnd - byteStart;
+    regex.lastIndex = 0;
+    for (let match = regex.exec(text); match !== null; match = regex.sticky ? null : regex.exec(text)) {
+      if (match[0].length === 0) regex.lastIndex++;
+      const group = match.findIndex((value, index) => index > 0 && value !== undefined);
+      const span = group === -1 ? undefined : match.indices?.[group];
+      if (!span) continue;
+      const secret = match[group];
+      if (!isCredible(rule, secret)) continue;
+      const start = byteStart + (oneUnitPerByte ? span[0] : Buffer.byteLength(text.slice(0, span[0])));
+      const end = start + (oneUnitPerByte ? secret.length : Buffer.byteLength(secret));
+      this.matches.push({ compiled, start, end, secret });
+    }
+  }
 }
 
-function collectMatches(compiled: CompiledRule, text: string, windowStart: number, windowEnd: number, into: SecretMatch[]): void {
-  const { regex, rule } = compiled;
-  const window = text.slice(windowStart, windowEnd);
-  regex.lastIndex = 0;
-  for (let match = regex.exec(window); match !== null; match = regex.exec(window)) {
-    if (match[0].length === 0) regex.lastIndex++;
-    const group = match.findIndex((value, index) => index > 0 && value !== undefined);
-    if (group === -1 || !match.indices?.[group]) continue;
-    const secret = match[group];
-    if (!isCredible(rule, secret)) continue;
-    const [start, end] = match.indices[group];
-    into.push({ compiled, start: windowStart + start, end: windowStart + end, secret });
-  }
+/** Moves back from a byte inside a UTF-8 sequence to the byte that starts it. */
+function utf8CharacterStart(content: Buffer, offset: number): number {
+  let start = offset;
+  while (start > 0 && offset - start < 3 && (content[start] & 0xc0) === 0x80) start--;
+  return start;
 }
 
 function isCredible(rule: SecretRule, secret: string): boolean {
@@ -237,13 +380,13 @@ function isCredible(rule: SecretRule, secret: string): boolean {
 
 /** Shannon entropy of a string, in bits per character. */
 export function shannonEntropy(value: string): number {
-  if (value.length === 0) return 0;
+  const characters = [...value];
+  if (characters.length === 0) return 0;
   const counts = new Map<string, number>();
-  for (const character of value) counts.set(character, (counts.get(character) ?? 0) + 1);
-  const length = [...value].length;
+  for (const character of characters) counts.set(character, (counts.get(character) ?? 0) + 1);
   let entropy = 0;
   for (const count of counts.values()) {
-    const probability = count / length;
+    const probability = count / characters.length;
     entropy -= probability * Math.log2(probability);
   }
   return entropy;
@@ -270,20 +413,22 @@ function withoutOverlaps(matches: SecretMatch[]): SecretMatch[] {
   return kept;
 }
 
-function toFindings(relativePath: string, text: string, matches: SecretMatch[]): SecretFinding[] {
+function toFindings(relativePath: string, content: Buffer, matches: SecretMatch[]): SecretFinding[] {
   const findings: SecretFinding[] = [];
   const seen = new Set<string>();
   let line = 1;
   let lineStart = 0;
   for (const match of matches) {
-    for (let newline = text.indexOf("\n", lineStart); newline !== -1 && newline < match.start; newline = text.indexOf("\n", lineStart)) {
+    for (let newline = content.indexOf(NEWLINE, lineStart); newline !== -1 && newline < match.start; newline = content.indexOf(NEWLINE, lineStart)) {
       line++;
       lineStart = newline + 1;
     }
     const fingerprint = secretFingerprint(match.compiled.rule.id, relativePath, match.secret);
     if (seen.has(fingerprint)) continue;
     seen.add(fingerprint);
-    const column = match.start - lineStart + 1;
+    const newline = content.indexOf(NEWLINE, lineStart);
+    const lineText = content.toString("utf8", lineStart, newline === -1 ? content.length : newline).replace(/\r$/, "");
+    const column = content.toString("utf8", lineStart, match.start).length + 1;
     const redacted = redactSecret(match.secret);
     findings.push({
       ruleId: match.compiled.rule.id,
@@ -292,7 +437,7 @@ function toFindings(relativePath: string, text: string, matches: SecretMatch[]):
       line,
       column,
       message: `${match.compiled.rule.name} found (${redacted}). Revoke or rotate it, then remove it from the source.`,
-      snippet: redactedSnippet(text, lineStart, column - 1, match.secret),
+      snippet: redactedSnippet(lineText, column - 1, match.secret),
       fingerprint,
     });
   }
@@ -311,14 +456,11 @@ export function redactSecret(secret: string): string {
   return `${secret.slice(0, visible)}****`;
 }
 
-function redactedSnippet(text: string, lineStart: number, secretOffsetInLine: number, secret: string): string {
-  const newline = text.indexOf("\n", lineStart);
-  const lineText = text.slice(lineStart, newline === -1 ? text.length : newline).replace(/\r$/, "");
-  const firstLineOfSecret = secret.split(/\r?\n/, 1)[0];
-  const redacted = redactSecret(secret);
-  const redactedLine = firstLineOfSecret.length > 0 ? lineText.split(firstLineOfSecret).join(redacted) : lineText;
+function redactedSnippet(lineText: string, secretColumnIndex: number, secret: string): string {
+  const firstLineOfSecret = secret.split(/\r?\n/, 1)[0].replace(/\r$/, "");
+  const redactedLine = firstLineOfSecret.length > 0 ? lineText.split(firstLineOfSecret).join(redactSecret(secret)) : lineText;
   if (redactedLine.length <= SNIPPET_MAX_CHARS) return redactedLine;
-  const start = Math.max(0, secretOffsetInLine - SNIPPET_CONTEXT_BEFORE);
+  const start = Math.max(0, secretColumnIndex - SNIPPET_CONTEXT_BEFORE);
   const end = Math.min(redactedLine.length, start + SNIPPET_MAX_CHARS);
   return `${start > 0 ? "…" : ""}${redactedLine.slice(start, end)}${end < redactedLine.length ? "…" : ""}`;
 }
@@ -329,7 +471,6 @@ function redactedSnippet(text: string, lineStart: number, secretOffsetInLine: nu
 interface CandidateFile {
   absolutePath: string;
   relativePath: string;
-  size: number;
 }
 
 interface FileBatchResult {
@@ -339,6 +480,8 @@ interface FileBatchResult {
   bytesScanned: number;
 }
 
+const emptyResult = (): FileBatchResult => ({ findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 });
+
 /**
  * Scans every regular file under `rootDir` (see the module comment for what is
  * skipped). Findings are sorted by path, line, column and rule.
@@ -346,14 +489,15 @@ interface FileBatchResult {
 export async function scanTree(rootDir: string, options: ScanTreeOptions = {}): Promise<SecretScanSummary> {
   const maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? availableParallelism()));
-  const poolThresholdBytes = options.poolThresholdBytes ?? POOL_THRESHOLD_BYTES;
 
-  const listing = await listCandidateFiles(rootDir, maxFileBytes);
-  const candidateBytes = listing.files.reduce((total, file) => total + file.size, 0);
-  const usePool = concurrency > 1 && listing.files.length > 1 && candidateBytes >= poolThresholdBytes;
-  const result = usePool
-    ? await scanFilesInPool(listing.files, maxFileBytes, concurrency)
-    : await scanFilesInProcess(listing.files, maxFileBytes);
+  const listing = await listCandidateFiles(rootDir);
+  const batches = batchesOf(listing.files);
+  const scanOnCallingThread = concurrency === 1 ? true : (options.scanOnCallingThread ?? true);
+  const result = await scanBatches(batches, maxFileBytes, {
+    scanOnCallingThread,
+    workerCount: scanOnCallingThread ? concurrency - 1 : Math.min(concurrency, batches.length),
+    startWorkersAfterMs: options.startWorkersAfterMs ?? START_WORKERS_AFTER_MS,
+  });
 
   const findings = new Map<string, SecretFinding>();
   for (const finding of result.findings) if (!findings.has(finding.fingerprint)) findings.set(finding.fingerprint, finding);
@@ -370,79 +514,93 @@ function compareFindings(a: SecretFinding, b: SecretFinding): number {
   return a.line - b.line || a.column - b.column || (a.ruleId < b.ruleId ? -1 : a.ruleId > b.ruleId ? 1 : 0);
 }
 
-async function listCandidateFiles(rootDir: string, maxFileBytes: number): Promise<{ files: CandidateFile[]; filesSkipped: number }> {
+/**
+ * Lists the regular files to read. Sizes are not looked up here: the reader
+ * enforces the size limit with no extra system call per file.
+ */
+async function listCandidateFiles(rootDir: string): Promise<{ files: CandidateFile[]; filesSkipped: number }> {
   const files: CandidateFile[] = [];
   let filesSkipped = 0;
   const visit = async (directory: string, relativeDirectory: string): Promise<void> => {
-    const entries = await readdir(directory, { withFileTypes: true });
     const subdirectories: Promise<void>[] = [];
-    const sizes: Promise<void>[] = [];
-    for (const entry of entries) {
-      const absolutePath = path.join(directory, entry.name);
+    for (const entry of await readdir(directory, { withFileTypes: true })) {
+      const absolutePath = `${directory}${path.sep}${entry.name}`;
       const relativePath = relativeDirectory ? `${relativeDirectory}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
         if (!SKIPPED_DIRECTORY_NAMES.has(entry.name)) subdirectories.push(visit(absolutePath, relativePath));
       } else if (entry.isFile()) {
-        sizes.push(
-          stat(absolutePath).then(
-            ({ size }) => {
-              if (size > maxFileBytes) filesSkipped++;
-              else files.push({ absolutePath, relativePath, size });
-            },
-            () => {
-              filesSkipped++;
-            },
-          ),
-        );
+        files.push({ absolutePath, relativePath });
       } else if (entry.isSymbolicLink()) {
         filesSkipped++;
       }
     }
-    await Promise.all([...sizes, ...subdirectories]);
+    await Promise.all(subdirectories);
   };
-  await visit(rootDir, "");
+  await visit(path.resolve(rootDir), "");
   return { files, filesSkipped };
 }
 
-/** Reads and scans one file; the size is checked again on the bytes read, as the file may have grown. */
-function scanFileContent(file: Pick<CandidateFile, "relativePath">, content: Buffer, maxFileBytes: number, into: FileBatchResult): void {
-  if (content.length > maxFileBytes || isBinary(content)) {
-    into.filesSkipped++;
-    return;
-  }
-  into.filesScanned++;
-  into.bytesScanned += content.length;
-  for (const finding of findSecrets(file.relativePath, content.toString("utf8"))) into.findings.push(finding);
+function batchesOf(files: CandidateFile[]): CandidateFile[][] {
+  const batches: CandidateFile[][] = [];
+  for (let index = 0; index < files.length; index += BATCH_FILES) batches.push(files.slice(index, index + BATCH_FILES));
+  return batches;
 }
 
-async function scanFilesInProcess(files: CandidateFile[], maxFileBytes: number): Promise<FileBatchResult> {
-  const result: FileBatchResult = { findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 };
+function addBatchResult(total: FileBatchResult, batch: FileBatchResult): void {
+  for (const finding of batch.findings) total.findings.push(finding);
+  total.filesScanned += batch.filesScanned;
+  total.filesSkipped += batch.filesSkipped;
+  total.bytesScanned += batch.bytesScanned;
+}
+
+/**
+ * Reads and scans files on the current thread, one at a time, through one read
+ * buffer (see readFileWithin).
+ */
+function scanBatch(files: CandidateFile[], maxFileBytes: number): FileBatchResult {
+  const result = emptyResult();
   for (const file of files) {
-    let content: Buffer;
-    try {
-      content = await readFile(file.absolutePath);
-    } catch {
+    const content = readFileWithin(file.absolutePath, maxFileBytes);
+    if (content === null || isBinary(content)) {
       result.filesSkipped++;
       continue;
     }
-    scanFileContent(file, content, maxFileBytes, result);
+    result.filesScanned++;
+    result.bytesScanned += content.length;
+    for (const finding of findSecrets(file.relativePath, content)) result.findings.push(finding);
   }
   return result;
 }
 
-function scanFilesSynchronously(files: CandidateFile[], maxFileBytes: number): FileBatchResult {
-  const result: FileBatchResult = { findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 };
-  for (const file of files) {
-    let content: Buffer;
-    try {
-      content = readFileSync(file.absolutePath);
-    } catch {
-      result.filesSkipped++;
-      continue;
-    }
-    scanFileContent(file, content, maxFileBytes, result);
+let readBuffer = Buffer.alloc(0);
+
+/**
+ * The file's bytes, or null when it is larger than `maxFileBytes`, is a
+ * symbolic link, or cannot be read. The bytes are a view of a buffer that the
+ * next call overwrites: findings copy what they keep. Source trees are mostly
+ * small files, and on this kind of machine the system calls and allocations per
+ * file cost more than scanning the bytes, so a file costs open, one read (a
+ * short read of a regular file is its end; a full buffer means the file is over
+ * the limit, without an fstat to learn its size) and close, and no allocation.
+ */
+function readFileWithin(absolutePath: string, maxFileBytes: number): Buffer | null {
+  if (readBuffer.length < maxFileBytes + 1) readBuffer = Buffer.allocUnsafe(maxFileBytes + 1);
+  let descriptor: number;
+  try {
+    // O_NOFOLLOW: a file replaced by a link after the listing is not followed;
+    // O_NONBLOCK: nor does a FIFO put there block the scan.
+    descriptor = openSync(absolutePath, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch {
+    return null;
   }
-  return result;
+  try {
+    const length = readSync(descriptor, readBuffer, 0, maxFileBytes + 1, 0);
+    return length > maxFileBytes ? null : readBuffer.subarray(0, length);
+  } catch {
+    return null;
+  } finally {
+    closeSync(descriptor);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -469,69 +627,93 @@ const { workerData } = require("node:worker_threads");
   .then(() => import(workerData.moduleUrl));
 `;
 
-function batchesOf(files: CandidateFile[]): CandidateFile[][] {
-  const batches: CandidateFile[][] = [];
-  let batch: CandidateFile[] = [];
-  let batchBytes = 0;
-  for (const file of files) {
-    batch.push(file);
-    batchBytes += file.size;
-    if (batch.length >= BATCH_MAX_FILES || batchBytes >= BATCH_MAX_BYTES) {
-      batches.push(batch);
-      batch = [];
-      batchBytes = 0;
-    }
-  }
-  if (batch.length > 0) batches.push(batch);
-  return batches;
-}
-
-async function scanFilesInPool(files: CandidateFile[], maxFileBytes: number, concurrency: number): Promise<FileBatchResult> {
-  // Largest files first, so that the last batches are small and the threads finish together.
-  const batches = batchesOf([...files].sort((a, b) => b.size - a.size));
-  const total: FileBatchResult = { findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 };
-  const moduleUrl = import.meta.url;
-  const data: ScannerWorkerData = {
-    role: WORKER_ROLE,
-    moduleUrl,
-    tsxApiUrl: moduleUrl.endsWith(".ts") ? import.meta.resolve("tsx/esm/api") : null,
-  };
-  const workers = Array.from(
-    { length: Math.min(concurrency, batches.length) },
-    () => new Worker(WORKER_BOOTSTRAP, { eval: true, workerData: data, execArgv: [] }),
-  );
+/**
+ * Scans the batches on the calling thread and, for long scans, on worker
+ * threads too, all taking the next batch from one queue. A worker costs about
+ * half a CPU-second to start (tsx and esbuild load in it), so after
+ * `startWorkersAfterMs` the calling thread projects the time the rest of the
+ * scan will take at its pace so far, and starts workers only if that is at
+ * least twice a worker's start-up, and only if it had most of a core to itself
+ * meanwhile: measured here on an oversubscribed machine, starting a worker made
+ * a 200 MB scan slower, not faster. `startWorkersAfterMs: 0` starts them at
+ * once, as does leaving the calling thread out (`scanOnCallingThread: false`). The event loop gets a turn between batches, so the
+ * runner's heartbeats, the workers' results and their requests for more go on.
+ */
+async function scanBatches(
+  batches: CandidateFile[][],
+  maxFileBytes: number,
+  plan: { workerCount: number; scanOnCallingThread: boolean; startWorkersAfterMs: number },
+): Promise<FileBatchResult> {
+  const total = emptyResult();
   let nextBatch = 0;
+  let workerFailure: unknown = null;
+  const workers: Array<{ thread: Worker; busy: boolean; release: () => void }> = [];
+  const workersDone: Promise<void>[] = [];
+
+  const startWorkers = (count: number) => {
+    const moduleUrl = import.meta.url;
+    const data: ScannerWorkerData = {
+      role: WORKER_ROLE,
+      moduleUrl,
+      tsxApiUrl: moduleUrl.endsWith(".ts") ? import.meta.resolve("tsx/esm/api") : null,
+    };
+    for (let index = 0; index < count; index++) {
+      const thread = new Worker(WORKER_BOOTSTRAP, { eval: true, workerData: data, execArgv: [] });
+      const done = new Promise<void>((resolve, reject) => {
+        const record = { thread, busy: false, release: resolve };
+        workers.push(record);
+        const sendNext = () => {
+          record.busy = nextBatch < batches.length;
+          if (!record.busy) return resolve();
+          const request: ScannerRequest = { files: batches[nextBatch++], maxFileBytes };
+          thread.postMessage(request);
+        };
+        thread.on("message", (response: ScannerResponse | "ready") => {
+          if (response === "ready") return sendNext();
+          if (!response.ok) return reject(new Error(`secret scanner worker failed: ${response.error}`));
+          addBatchResult(total, response.result);
+          sendNext();
+        });
+        thread.once("error", reject);
+        thread.once("exit", (code) => {
+          if (record.busy) reject(new Error(`secret scanner worker exited with code ${code} during a batch`));
+          else resolve();
+        });
+      });
+      done.catch((error: unknown) => {
+        workerFailure ??= error;
+      });
+      workersDone.push(done);
+    }
+  };
+
   try {
-    await Promise.all(
-      workers.map(
-        (worker) =>
-          new Promise<void>((resolve, reject) => {
-            const sendNext = () => {
-              if (nextBatch >= batches.length) {
-                resolve();
-                return;
-              }
-              const request: ScannerRequest = { files: batches[nextBatch++], maxFileBytes };
-              worker.postMessage(request);
-            };
-            worker.on("message", (response: ScannerResponse | "ready") => {
-              if (response === "ready") return sendNext();
-              if (!response.ok) return reject(new Error(`secret scanner worker failed: ${response.error}`));
-              total.findings.push(...response.result.findings);
-              total.filesScanned += response.result.filesScanned;
-              total.filesSkipped += response.result.filesSkipped;
-              total.bytesScanned += response.result.bytesScanned;
-              sendNext();
-            });
-            worker.once("error", reject);
-            worker.once("exit", (code) => {
-              if (nextBatch < batches.length || code !== 0) reject(new Error(`secret scanner worker exited with code ${code}`));
-            });
-          }),
-      ),
-    );
+    if (!plan.scanOnCallingThread) startWorkers(plan.workerCount);
+    const started = performance.now();
+    const startedCpu = process.cpuUsage();
+    let workersConsidered = plan.workerCount === 0;
+    while (plan.scanOnCallingThread && nextBatch < batches.length && workerFailure === null) {
+      const elapsedMs = performance.now() - started;
+      if (!workersConsidered && elapsedMs >= plan.startWorkersAfterMs) {
+        workersConsidered = true;
+        const remainingMs = nextBatch === 0 ? Infinity : (elapsedMs / nextBatch) * (batches.length - nextBatch);
+        // On a machine whose cores are taken, a thread that got less than most
+        // of a core for itself would only add the workers' start-up to the bill.
+        const { user, system } = process.cpuUsage(startedCpu);
+        const coreToSpare = (user + system) / 1000 >= MIN_CPU_SHARE_FOR_WORKERS * elapsedMs;
+        if (plan.startWorkersAfterMs === 0 || (remainingMs >= 2 * WORKER_START_UP_MS && coreToSpare)) {
+          startWorkers(Math.min(plan.workerCount, batches.length - nextBatch - 1));
+        }
+      }
+      addBatchResult(total, scanBatch(batches[nextBatch++], maxFileBytes));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // Once the calling thread has emptied the queue, wait for the batches in
+    // flight only, not for workers still loading.
+    if (nextBatch >= batches.length) for (const worker of workers) if (!worker.busy) worker.release();
+    await Promise.all(workersDone);
   } finally {
-    await Promise.all(workers.map((worker) => worker.terminate()));
+    await Promise.all(workers.map((worker) => worker.thread.terminate()));
   }
   return total;
 }
@@ -542,7 +724,7 @@ function serveScanRequests(): void {
   port.on("message", (request: ScannerRequest) => {
     let response: ScannerResponse;
     try {
-      response = { ok: true, result: scanFilesSynchronously(request.files, request.maxFileBytes) };
+      response = { ok: true, result: scanBatch(request.files, request.maxFileBytes) };
     } catch (error) {
       response = { ok: false, error: error instanceof Error ? error.message : String(error) };
     }
@@ -557,18 +739,4 @@ if (!isMainThread && (workerData as Partial<ScannerWorkerData> | null)?.role ===
 
 function uniqueFlags(flags: string): string {
   return [...new Set(flags)].join("");
-}
-
-function escapeRegExp(literal: string): string {
-  return literal.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&");
-}
-
-function caseInsensitiveSource(keyword: string): string {
-  return [...keyword]
-    .map((character) => {
-      const lower = character.toLowerCase();
-      const upper = character.toUpperCase();
-      return lower === upper ? escapeRegExp(character) : `[${lower}${upper}]`;
-    })
-    .join("");
 }

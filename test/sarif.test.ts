@@ -1,0 +1,193 @@
+/**
+ * The SARIF report, validated against the official SARIF 2.1.0 JSON schema.
+ *
+ * test/fixtures/sarif-schema-2.1.0.json is, byte for byte, the OASIS SARIF TC's
+ * schema as published with the 2.1.0 Committee Specification:
+ * oasis-tcs/sarif-spec, Documents/CommitteeSpecifications/2.1.0/sarif-schema-2.1.0.json
+ * (commit 3682e9ee648f2f3e11ba1fcd47fc390a0b8f9dab), the draft-07 edition whose
+ * $id is the Schemata/sarif-schema-2.1.0.json address that github/codeql-action
+ * also validates against. Its sha256 is pinned below, so an edit shows.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Ajv, type ValidateFunction } from "ajv";
+import * as ajvFormats from "ajv-formats";
+import { beforeAll, describe, expect, it } from "vitest";
+import {
+  artifactUri,
+  buildSarif,
+  SARIF_FINGERPRINT_KEY,
+  type SarifFindingInput,
+  type SarifLog,
+} from "../src/services/sarif.ts";
+import { SECRET_RULES } from "../worker/runner/analyzers/secret-rules.ts";
+import { scanTree, type SecretFinding } from "../worker/runner/analyzers/secrets.ts";
+import { plantedSecrets, plantedSecretsTree } from "./support/planted-secrets.ts";
+
+const SCHEMA_PATH = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures", "sarif-schema-2.1.0.json");
+const SCHEMA_SHA256 = "80cd7ffb9b62a4162d541aa9170862dd264f6cce0f04c57f1ac9f2337b808958";
+
+type FormatsPlugin = (ajv: Ajv) => Ajv;
+const addFormats = ((ajvFormats as unknown as { default?: FormatsPlugin }).default ?? ajvFormats) as unknown as FormatsPlugin;
+
+let validate: ValidateFunction;
+let scannedFindings: SecretFinding[];
+
+beforeAll(async () => {
+  const schemaText = readFileSync(SCHEMA_PATH, "utf8");
+  // Ajv's default class is draft-07, the schema's own dialect; strict mode stays on.
+  const ajv = new Ajv({ allErrors: true });
+  addFormats(ajv);
+  validate = ajv.compile(JSON.parse(schemaText));
+
+  const root = await mkdtemp(path.join(os.tmpdir(), "vega-sarif-"));
+  try {
+    for (const [relativePath, content] of Object.entries(plantedSecretsTree().files)) {
+      await mkdir(path.dirname(path.join(root, relativePath)), { recursive: true });
+      await writeFile(path.join(root, relativePath), content);
+    }
+    scannedFindings = (await scanTree(root, { concurrency: 1 })).findings;
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+function expectValid(log: SarifLog): void {
+  const valid = validate(JSON.parse(JSON.stringify(log)));
+  expect(validate.errors ?? [], JSON.stringify(validate.errors, null, 2)).toEqual([]);
+  expect(valid).toBe(true);
+}
+
+const finding = (overrides: Partial<SarifFindingInput> = {}): SarifFindingInput => ({
+  ruleId: "github-pat",
+  severity: "CRITICAL",
+  path: "src/app.ts",
+  line: 3,
+  column: 17,
+  message: "GitHub personal access token found (ghp_****).",
+  fingerprint: "f".repeat(64),
+  ...overrides,
+});
+
+describe("the schema fixture", () => {
+  it("is the official draft-07 SARIF 2.1.0 schema, unmodified", () => {
+    const text = readFileSync(SCHEMA_PATH);
+    expect(createHash("sha256").update(text).digest("hex")).toBe(SCHEMA_SHA256);
+    const schema = JSON.parse(text.toString("utf8"));
+    expect(schema.$schema).toBe("http://json-schema.org/draft-07/schema#");
+    expect(schema.title).toBe("Static Analysis Results Format (SARIF) Version 2.1.0 JSON Schema");
+    expect(schema.$id).toBe("https://raw.githubusercontent.com/oasis-tcs/sarif-spec/master/Schemata/sarif-schema-2.1.0.json");
+  });
+
+  it("rejects a log that breaks it, so the checks below mean something", () => {
+    const log = buildSarif({ scanId: "scan-1", findings: [finding()], toolVersion: "0.1.0" }) as unknown as {
+      runs: Array<{ results: Array<{ level: string }> }>;
+    };
+    log.runs[0].results[0].level = "fatal";
+    expect(validate(log)).toBe(false);
+  });
+});
+
+describe("buildSarif produces a valid SARIF 2.1.0 log", () => {
+  it("for the findings of a scan of the planted tree", () => {
+    expect(scannedFindings.length).toBe(plantedSecretsTree().expected.length);
+    expectValid(buildSarif({ scanId: "c0ffee00-0000-4000-8000-000000000001", findings: scannedFindings, toolVersion: "0.1.0" }));
+  });
+
+  it("for a scan without findings", () => {
+    const log = buildSarif({ scanId: "scan-empty", findings: [], toolVersion: "0.1.0" });
+    expectValid(log);
+    expect(log.runs[0].results).toEqual([]);
+    expect(log.runs[0].tool.driver.rules).toHaveLength(SECRET_RULES.length);
+  });
+
+  it("for rows without a column or a line, from a rule the catalog no longer has, at awkward paths", () => {
+    const findings = [
+      finding({ column: null }),
+      finding({ line: null, column: null, path: "docs/read me.md" }),
+      finding({ ruleId: "legacy-rule", severity: "LOW", path: "src/#weird?/100%.ts" }),
+      finding({ path: "docs/déploiement.md", severity: "SOMETHING-NEW" }),
+    ];
+    const log = buildSarif({ scanId: "scan-2", findings, toolVersion: "0.1.0" });
+    expectValid(log);
+    const [withoutColumn, withoutLine, legacy, unicode] = log.runs[0].results;
+    expect(withoutColumn.locations[0].physicalLocation.region).toEqual({ startLine: 3 });
+    expect(withoutLine.locations[0].physicalLocation.region).toBeUndefined();
+    expect(withoutLine.locations[0].physicalLocation.artifactLocation.uri).toBe("docs/read%20me.md");
+    expect(legacy.locations[0].physicalLocation.artifactLocation.uri).toBe("src/%23weird%3F/100%25.ts");
+    expect(log.runs[0].tool.driver.rules[legacy.ruleIndex].id).toBe("legacy-rule");
+    expect(legacy.level).toBe("note");
+    expect(unicode.level).toBe("warning");
+    expect(decodeURIComponent(unicode.locations[0].physicalLocation.artifactLocation.uri)).toBe("docs/déploiement.md");
+  });
+});
+
+describe("the fields GitHub code scanning reads", () => {
+  let log: SarifLog;
+
+  beforeAll(() => {
+    log = buildSarif({ scanId: "scan-42", findings: scannedFindings, toolVersion: "1.2.3" });
+  });
+
+  it("names the format, the tool and the run", () => {
+    expect(log.version).toBe("2.1.0");
+    expect(log.$schema).toBe("https://json.schemastore.org/sarif-2.1.0.json");
+    expect(log.runs).toHaveLength(1);
+    const { driver } = log.runs[0].tool;
+    expect(driver.name).toBe("Vega secrets");
+    expect(driver.version).toBe("1.2.3");
+    expect(() => new URL(driver.informationUri)).not.toThrow();
+    // GitHub's category is what comes before the last slash; it must not change between scans.
+    expect(log.runs[0].automationDetails.id).toBe("vega-secrets/scan-42");
+    expect(log.runs[0].columnKind).toBe("utf16CodeUnits");
+  });
+
+  it("describes every catalog rule with a level, tags and a security-severity", () => {
+    const { rules } = log.runs[0].tool.driver;
+    expect(new Set(rules.map((rule) => rule.id)).size).toBe(rules.length);
+    for (const catalogRule of SECRET_RULES) {
+      const rule = rules.find((candidate) => candidate.id === catalogRule.id)!;
+      expect(rule.shortDescription.text).toBe(catalogRule.name);
+      expect(rule.fullDescription.text).toBe(catalogRule.description);
+      expect(rule.helpUri).toBe(catalogRule.helpUri);
+      expect(rule.properties.tags).toContain("security");
+      const securitySeverity = Number(rule.properties["security-severity"]);
+      expect(securitySeverity).toBeGreaterThan(0);
+      expect(securitySeverity).toBeLessThanOrEqual(10);
+      const expectedLevel = { CRITICAL: "error", HIGH: "error", MEDIUM: "warning", LOW: "note", INFO: "note" }[catalogRule.severity];
+      expect(rule.defaultConfiguration.level).toBe(expectedLevel);
+      if (catalogRule.severity === "CRITICAL") expect(securitySeverity).toBeGreaterThanOrEqual(9);
+      if (catalogRule.severity === "HIGH") expect(securitySeverity).toBeGreaterThanOrEqual(7);
+    }
+  });
+
+  it("places each result at its finding, with its rule and fingerprint", () => {
+    const { results, tool } = log.runs[0];
+    expect(results).toHaveLength(scannedFindings.length);
+    scannedFindings.forEach((scanned, index) => {
+      const result = results[index];
+      expect(result.ruleId).toBe(scanned.ruleId);
+      expect(tool.driver.rules[result.ruleIndex].id).toBe(scanned.ruleId);
+      expect(result.level).toBe({ CRITICAL: "error", HIGH: "error", MEDIUM: "warning", LOW: "note", INFO: "note" }[scanned.severity]);
+      expect(result.message.text).toBe(scanned.message);
+      expect(result.locations).toEqual([
+        {
+          physicalLocation: {
+            artifactLocation: { uri: artifactUri(scanned.path), uriBaseId: "%SRCROOT%" },
+            region: { startLine: scanned.line, startColumn: scanned.column },
+          },
+        },
+      ]);
+      expect(result.partialFingerprints).toEqual({ [SARIF_FINGERPRINT_KEY]: scanned.fingerprint });
+    });
+  });
+
+  it("never carries a secret", () => {
+    const text = JSON.stringify(log);
+    for (const { secret } of plantedSecrets().planted) expect(text).not.toContain(secret.split("\n")[0]);
+  });
+});
