@@ -15,6 +15,12 @@ const usage = `Usage: vega <command>
   token --sub ID [--groups a,b] [--scope worker|runner] [--scan-id ID] [--ttl SECONDS]
                               print a bearer token signed with the server's key
   maintenance migrate         apply pending database migrations
+  maintenance cleanup [--dry-run]
+                              one cleanup run (artifacts, orphaned files, upload temporaries, sessions, workers)
+  maintenance prune-artifacts [--dry-run]
+                              the artifact job alone (artifacts of scans finished past the retention)
+  maintenance run-remote <job> [args] --env NAME [--cluster C] [--task-definition TD] [--timeout SECONDS]
+                              run a maintenance job as the vega-maintenance-NAME ECS task; exit with its exit code
 
 Settings come from VEGA_* environment variables; see the README.`;
 
@@ -45,6 +51,10 @@ async function main(argv: string[]): Promise<number> {
   return (await command(rest, config)) ?? 0;
 }
 
+// PGlite compiles its WebAssembly asynchronously, which holds no event-loop
+// handle: without one of our own, Node can find the loop empty mid-start and
+// exit with code 13 (unsettled top-level await). Cleared once the command ends.
+const keepAlive = setInterval(() => {}, 1 << 30);
 try {
   const code = await main(process.argv.slice(2));
   if (code !== 0) process.exitCode = code;
@@ -56,4 +66,6 @@ try {
     console.error("vega: failed:", error);
     process.exitCode = 1;
   }
+} finally {
+  clearInterval(keepAlive);
 }

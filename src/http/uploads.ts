@@ -30,6 +30,9 @@ import { sendError, sendWebResponse } from "./respond.ts";
 /** Room for the `operations` and `map` fields and part headers around the file itself. */
 const FORM_OVERHEAD_BYTES = 1024 * 1024;
 
+/** Fewer, larger writes to the temporary file: per-write overhead shows at 1 GiB. */
+const STREAM_BUFFER_BYTES = 1024 * 1024;
+
 /** Apollo Server's CSRF rule: a multipart post must carry a header a browser cannot send cross-site without preflight. */
 const PREFLIGHT_HEADERS = ["apollo-require-preflight", "x-apollo-operation-name", "graphql-preflight"];
 
@@ -196,7 +199,7 @@ function parseMultipart(
       const placeholder = `vega-upload:${fieldName}`;
       writes.push(
         ready
-          .then(() => pipeline(stream, meter, createWriteStream(tempPath, { flags: "wx" })))
+          .then(() => pipeline(stream, meter, createWriteStream(tempPath, { flags: "wx", highWaterMark: STREAM_BUFFER_BYTES })))
           .then(() => {
             uploads.set(placeholder, {
               placeholder,
