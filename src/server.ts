@@ -11,16 +11,19 @@ import { createTokenVerifier, resolveSigningKey } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Deps } from "./context.ts";
 import { openDatabase, type Database } from "./db/client.ts";
-import { listMigrations, migrate } from "./db/migrate.ts";
+import { migrate, pendingMigrations } from "./db/migrate.ts";
 import { vegaError } from "./errors.ts";
 import { createGraphQLHandler, type VegaYoga } from "./http/graphql.ts";
 import { BodyTooLargeError, readBoundedBody, requestUrl, sendError, sendJson, sendWebResponse } from "./http/respond.ts";
 import { ARTIFACT_ROUTE, downloadArtifact } from "./http/artifacts.ts";
+import { downloadSarif, SARIF_ROUTE } from "./http/sarif.ts";
 import { attachSubscriptions } from "./http/subscriptions.ts";
 import { handleMultipartGraphQL } from "./http/uploads.ts";
+import { handleOpsRest, OPS_REST_PREFIX } from "./http/ops-rest.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createVegaPubSub } from "./pubsub.ts";
 import { openArtifactStore } from "./services/artifact-store.ts";
+import { startCleanupScheduler } from "./services/cleanup-scheduler.ts";
 import { SeenUsers } from "./services/users.ts";
 import { startWorkerSweeper } from "./services/worker-sweeper.ts";
 
@@ -75,6 +78,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   });
   const subscriptions = attachSubscriptions(httpServer, yoga, deps);
   const workerSweeper = startWorkerSweeper(deps);
+  const cleanupScheduler = startCleanupScheduler(deps);
 
   return {
     deps,
@@ -93,6 +97,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     },
     async close() {
       await workerSweeper.stop();
+      await cleanupScheduler.stop();
       await subscriptions.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
@@ -109,15 +114,7 @@ async function prepareSchema(config: Config, database: Database, log: Logger) {
     if (result.applied.length > 0) log.info({ applied: result.applied }, "embedded database migrated");
     return;
   }
-  const known = (await listMigrations()).map((migration) => migration.name);
-  const applied = await database.sql
-    .withConnection((connection) =>
-      connection.query<{ migration_name: string }>(
-        `SELECT migration_name FROM "_prisma_migrations" WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL`,
-      ),
-    )
-    .catch(() => []);
-  const pending = known.filter((name) => !applied.some((row) => row.migration_name === name));
+  const pending = await pendingMigrations(database.sql);
   if (pending.length > 0) {
     await database.close();
     throw new Error(`The database has pending migrations (${pending.join(", ")}): run \`vega maintenance migrate\` first`);
@@ -135,8 +132,11 @@ async function handle(deps: Deps, yoga: VegaYoga, req: IncomingMessage, res: Ser
   if (url.pathname === "/healthz") return sendJson(res, 200, { status: "ok" });
   if (url.pathname === "/readyz") return readiness(deps, res);
   if (url.pathname === yoga.graphqlEndpoint) return graphqlOverHttp(deps, yoga, req, res, url, requestId);
+  if (url.pathname.startsWith(OPS_REST_PREFIX)) return handleOpsRest(deps, yoga, req, res, url, requestId);
   const artifact = ARTIFACT_ROUTE.exec(url.pathname);
   if (artifact && (req.method === "GET" || req.method === "HEAD")) return downloadArtifact(deps, req, res, artifact[1]);
+  const sarif = SARIF_ROUTE.exec(url.pathname);
+  if (sarif && req.method === "GET") return downloadSarif(deps, req, res, sarif[1], requestId);
   sendJson(res, 404, { errors: [{ message: `No route for ${req.method} ${url.pathname}`, extensions: { code: "NOT_FOUND" } }] });
 }
 

@@ -14,8 +14,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Ajv, type ValidateFunction } from "ajv";
-import * as ajvFormats from "ajv-formats";
+import type { ValidateFunction } from "ajv";
+import { sarifValidator } from "./support/sarif-schema.ts";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   artifactUri,
@@ -31,18 +31,11 @@ import { plantedSecrets, plantedSecretsTree } from "./support/planted-secrets.ts
 const SCHEMA_PATH = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures", "sarif-schema-2.1.0.json");
 const SCHEMA_SHA256 = "80cd7ffb9b62a4162d541aa9170862dd264f6cce0f04c57f1ac9f2337b808958";
 
-type FormatsPlugin = (ajv: Ajv) => Ajv;
-const addFormats = ((ajvFormats as unknown as { default?: FormatsPlugin }).default ?? ajvFormats) as unknown as FormatsPlugin;
-
 let validate: ValidateFunction;
 let scannedFindings: SecretFinding[];
 
 beforeAll(async () => {
-  const schemaText = readFileSync(SCHEMA_PATH, "utf8");
-  // Ajv's default class is draft-07, the schema's own dialect; strict mode stays on.
-  const ajv = new Ajv({ allErrors: true });
-  addFormats(ajv);
-  validate = ajv.compile(JSON.parse(schemaText));
+  ({ validate } = sarifValidator());
 
   const root = await mkdtemp(path.join(os.tmpdir(), "vega-sarif-"));
   try {

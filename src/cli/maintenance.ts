@@ -3,13 +3,32 @@
  * log on stderr, and exit 0 on success, non-zero with the reason otherwise.
  * In production this is the vega-maintenance ECS task with its command overridden.
  */
+import os from "node:os";
 import type { Config } from "../config.ts";
-import { openDatabase } from "../db/client.ts";
-import { migrate } from "../db/migrate.ts";
+import { openDatabase, type Database } from "../db/client.ts";
+import { migrate, pendingMigrations } from "../db/migrate.ts";
 import { createLogger } from "../logger.ts";
-import { parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
+import { createVegaPubSub } from "../pubsub.ts";
+import { openArtifactStore } from "../services/artifact-store.ts";
+import { recoverStaleScansNow } from "../services/recovery-runner.ts";
+import { countsOfRun, startCleanup, stopCleanupInProcess, type CleanupJobName } from "../services/cleanup.ts";
+import { booleanFlag, parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
+import { EXIT_TIMED_OUT, parseRunRemote, runRemote } from "./run-remote.ts";
 
 type Job = (argv: string[], config: Config) => Promise<Record<string, unknown>>;
+
+/** A job that ends with its own exit code and summary (a refusal, a remote task's failure), not an error. */
+export class JobExit extends Error {
+  constructor(
+    readonly exitCode: number,
+    readonly summary: Record<string, unknown>,
+  ) {
+    super(`exit ${exitCode}`);
+  }
+}
+
+/** sysexits' EX_TEMPFAIL: another cleanup was running, nothing was done; try again later. */
+export const EXIT_CLEANUP_IN_PROGRESS = 75;
 
 const jobs: Record<string, Job> = {
   async migrate(argv, config) {
@@ -23,7 +42,118 @@ const jobs: Record<string, Job> = {
       await database.close();
     }
   },
+  cleanup: (argv, config) => cleanupJob("cleanup", argv, config),
+  "prune-artifacts": (argv, config) => cleanupJob("prune-artifacts", argv, config, ["artifacts"]),
+  "recover-stale": recoverStaleJob,
+  async "run-remote"(argv, config) {
+    const request = parseRunRemote(argv, config, Object.keys(jobs));
+    const log = createLogger(config, { service: "vega-maintenance", job: "run-remote" });
+    const outcome = await runRemote(request, config, log);
+    const summary = { job: "run-remote", ...outcome.summary };
+    if (outcome.timedOut) throw new JobExit(EXIT_TIMED_OUT, summary);
+    // The task's own exit code, so that a script (run-migrations.sh) fails as the task did.
+    if (outcome.exitCode !== 0) throw new JobExit(outcome.exitCode ?? 1, summary);
+    return summary;
+  },
 };
+
+/**
+ * `cleanup` (every job) and `prune-artifacts` (the artifact job alone), as a
+ * CleanupRun triggered by the CLI under the same lock as the API's runs. A run
+ * refused because another is in progress exits EXIT_CLEANUP_IN_PROGRESS with
+ * `skipped: true` and that run; a run that failed exits 1 with its error.
+ * SIGTERM (ECS StopTask) and SIGINT interrupt the run between two batches.
+ */
+async function cleanupJob(name: string, argv: string[], config: Config, jobNames?: CleanupJobName[]) {
+  const args = parseArgs(argv);
+  rejectUnknownFlags(args, ["dry-run"]);
+  if (args.positional.length > 0) throw new UsageError(`${name} takes no arguments (only --dry-run)`);
+  const dryRun = booleanFlag(args, "dry-run");
+  const log = createLogger(config, { service: "vega-maintenance", job: name });
+  const database = await openDatabase(config);
+  // With VEGA_REDIS_URL, the API's cleanupRunUpdated subscribers see this run too.
+  const { pubsub, close: closePubSub } = createVegaPubSub(config);
+  const deps = { config, database, prisma: database.prisma, pubsub, log, artifacts: await openArtifactStore(config.artifactStoreDir) };
+  const interrupt = () => void stopCleanupInProcess(deps);
+  process.once("SIGTERM", interrupt).once("SIGINT", interrupt);
+  try {
+    await requireMigrated(database);
+    const start = await startCleanup(deps, { trigger: "CLI", triggeredBy: cliCaller(), dryRun, jobs: jobNames });
+    if (start.outcome !== "started") {
+      const running = start.outcome === "inProgress" ? start.run : null;
+      throw new JobExit(EXIT_CLEANUP_IN_PROGRESS, {
+        job: name,
+        skipped: true,
+        error: "another cleanup is in progress; nothing was done",
+        inProgress: running && { cleanupRunId: running.id, trigger: running.trigger, triggeredBy: running.triggeredBy, startedAt: running.startedAt },
+      });
+    }
+    const run = await start.finished;
+    const summary = {
+      job: name,
+      cleanupRunId: run.id,
+      dryRun: run.dryRun,
+      status: run.status,
+      counts: countsOfRun(run),
+      bytesFreed: run.bytesFreed.toString(),
+      database: database.description,
+    };
+    if (run.status !== "SUCCEEDED") throw new JobExit(1, { ...summary, error: run.error });
+    return summary;
+  } finally {
+    process.off("SIGTERM", interrupt).off("SIGINT", interrupt);
+    await closePubSub();
+    await database.close();
+  }
+}
+
+/** user@host of the CLI's caller, for CleanupRun.triggeredBy (a container's uid may have no user name). */
+function cliCaller(): string {
+  let user: string;
+  try {
+    user = os.userInfo().username;
+  } catch {
+    user = `uid-${process.getuid?.() ?? "unknown"}`;
+  }
+  return `${user}@${os.hostname()}`;
+}
+
+/** Jobs need the current schema: a database with pending migrations is refused with the remedy. */
+async function requireMigrated(database: Database) {
+  const pending = await pendingMigrations(database.sql);
+  if (pending.length > 0) throw new Error(`the database has pending migrations (${pending.join(", ")}): run \`vega maintenance migrate\` first`);
+}
+
+/**
+ * `recover-stale [--dry-run]`: stale-scan recovery when no worker runs it, asking
+ * the configured launcher (ECS, or local processes on this machine) about tasks.
+ */
+async function recoverStaleJob(argv: string[], config: Config) {
+  const args = parseArgs(argv);
+  rejectUnknownFlags(args, ["dry-run"]);
+  const dryRun = booleanFlag(args, "dry-run");
+  const log = createLogger(config, { service: "vega-maintenance", job: "recover-stale" });
+  const database = await openDatabase(config);
+  const { pubsub, close: closePubSub } = createVegaPubSub(config);
+  try {
+    await requireMigrated(database);
+    const sweep = await recoverStaleScansNow(
+      { config, prisma: database.prisma, pubsub, log, signingKey: undefined },
+      { dryRun, actor: `cli:${cliCaller()}` },
+    );
+    return {
+      job: "recover-stale",
+      dryRun,
+      runningScansChecked: sweep.candidates.running,
+      orphanedClaimsFound: sweep.candidates.orphaned,
+      decisions: sweep.decisions.map((decision) => ({ scanId: decision.scanId, action: decision.action, code: decision.code, reason: decision.reason })),
+      applied: sweep.outcomes.filter((outcome) => outcome.applied).length,
+    };
+  } finally {
+    await closePubSub();
+    await database.close();
+  }
+}
 
 export async function maintenance(argv: string[], config: Config) {
   const [name, ...rest] = argv;
@@ -36,6 +166,10 @@ export async function maintenance(argv: string[], config: Config) {
     return 0;
   } catch (error) {
     if (error instanceof UsageError) throw error;
+    if (error instanceof JobExit) {
+      console.log(JSON.stringify({ ok: false, job: name, ...error.summary, durationMs: Date.now() - started }));
+      return error.exitCode;
+    }
     const reason = error instanceof Error ? error.message : String(error);
     console.log(JSON.stringify({ ok: false, job: name, error: reason, durationMs: Date.now() - started }));
     console.error(`vega maintenance ${name}: ${reason}`);

@@ -136,3 +136,17 @@ async function applyPending(connection: SqlConnection, migrations: Migration[], 
   }
   return result;
 }
+
+/** Migrations on disk that the database has not applied (all of them when it has no history table). */
+export async function pendingMigrations(driver: SqlDriver, migrationsDir?: string): Promise<string[]> {
+  const known = (await listMigrations(migrationsDir)).map((migration) => migration.name);
+  const applied = await driver
+    .withConnection((connection) =>
+      connection.query<{ migration_name: string }>(
+        `SELECT migration_name FROM "_prisma_migrations" WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL`,
+      ),
+    )
+    .catch(() => []);
+  const appliedNames = new Set(applied.map((row) => row.migration_name));
+  return known.filter((name) => !appliedNames.has(name));
+}

@@ -1,5 +1,6 @@
 import {
   addRunnerFindings,
+  assignedScans,
   appendRunnerEvents,
   claimScans,
   completeScan,
@@ -128,5 +129,15 @@ builder.mutationField("completeScan", (t) =>
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: CompleteScanInput, required: true }) },
     resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!.principal, String(scanId), input),
+  }),
+);
+
+builder.queryField("assignedScans", (t) =>
+  t.field({
+    type: [ScanRef],
+    description: "Of the given scans, those claimed by this worker, as they are now (a worker stops the tasks of cancelled ones).",
+    authScopes: { worker: true },
+    args: { workerId: t.arg.id({ required: true }), ids: t.arg.idList({ required: true }) },
+    resolve: (_root, { workerId, ids }, ctx) => assignedScans(ctx.deps, ctx.viewer!.principal, String(workerId), ids.map(String)),
   }),
 );

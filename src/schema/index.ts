@@ -5,7 +5,11 @@ import "./scans.ts";
 import "./limits.ts";
 import "./workers.ts";
 import "./sessions.ts";
+import "./cleanup.ts";
+import "./diagnostics.ts";
+import "./audit.ts";
 import "./execution.ts";
+import "./recovery.ts";
 
 export const schema = builder.toSchema();
 

@@ -3,6 +3,7 @@ import type { FindingCounts } from "../services/loaders.ts";
 import { decodeCursor, pageSize, toConnection } from "../services/pagination.ts";
 import {
   cancelScan,
+  exportSarif,
   getVisibleScan,
   listScans,
   resolveScanStateChange,
@@ -123,6 +124,13 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
       },
     }),
     findingCounts: t.field({ type: FindingCountsRef, resolve: (scan, _args, ctx) => ctx.loaders.findingCounts.load(scan.id) }),
+    sarif: t.field({
+      type: "JSON",
+      description:
+        "The findings as a SARIF 2.1.0 log that GitHub code scanning accepts (also at GET /v1/scans/:id/sarif). " +
+        "At most 25,000 results.",
+      resolve: (scan, _args, ctx) => exportSarif(ctx, scan.id),
+    }),
   }),
 });
 

@@ -226,3 +226,10 @@ export async function completeScan(deps: ExecutionDeps, principal: Principal, sc
       : { kind: "STATE", code: "SUCCEEDED", message: "Scan finished" },
   });
 }
+
+/** Of the given scans, those this worker holds (claimed by it), as they are now: the worker stops tasks of cancelled ones. */
+export async function assignedScans(deps: ExecutionDeps, principal: Principal, workerId: string, scanIds: string[]) {
+  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+  if (scanIds.length > MAX_CLAIM_BATCH * 4) throw badUserInput(`At most ${MAX_CLAIM_BATCH * 4} scan ids`);
+  return deps.prisma.scan.findMany({ where: { id: { in: scanIds }, workerId } });
+}

@@ -166,3 +166,77 @@ export async function appendScanEvents(tx: Tx, scanId: string, events: EventInpu
   }));
   return tx.scanEvent.createManyAndReturn({ data: rows });
 }
+
+export interface BulkTransitionItem {
+  scanId: string;
+  errorCode?: string | null;
+  errorMessage?: string | null;
+  event: EventInput;
+}
+
+/**
+ * The same compare-and-set for many scans at once (recovery of thousands of
+ * stale scans): one UPDATE ... WHERE status = from over all of them, then
+ * their events. A scan another actor moved first is skipped, so concurrent
+ * recoverers still produce one transition and one event per scan.
+ */
+export async function transitionScansInBulk(
+  deps: { prisma: PrismaClient; pubsub: VegaPubSub },
+  from: ScanStatus,
+  to: ScanStatus,
+  items: BulkTransitionItem[],
+  now = new Date(),
+): Promise<{ scanId: string; event: ScanEvent }[]> {
+  if (items.length === 0) return [];
+  if (!scanTransitions[from].includes(to)) throw new Error(`${from} → ${to} is not a scan transition`);
+  const byId = new Map(items.map((item) => [item.scanId, item]));
+  const ids = [...byId.keys()];
+  const codes = ids.map((id) => byId.get(id)!.errorCode ?? null);
+  const messages = ids.map((id) => byId.get(id)!.errorMessage ?? null);
+  const finished = finishedStatuses.includes(to);
+  const requeued = to === "QUEUED";
+  const results = await deps.prisma.$transaction(async (tx) => {
+    const moved = await tx.$queryRaw<{ id: string; workspaceId: string; lastEventSeq: number }[]>`
+      UPDATE "Scan" AS s SET
+        status = ${to}::"ScanStatus",
+        "lastEventSeq" = s."lastEventSeq" + 1,
+        "updatedAt" = ${now},
+        "finishedAt" = CASE WHEN ${finished} THEN ${now}::timestamp ELSE s."finishedAt" END,
+        "queuedAt" = CASE WHEN ${requeued} THEN ${now}::timestamp ELSE s."queuedAt" END,
+        "workerId" = CASE WHEN ${requeued} THEN NULL ELSE s."workerId" END,
+        "taskId" = CASE WHEN ${requeued} THEN NULL ELSE s."taskId" END,
+        "errorCode" = COALESCE(d.code, s."errorCode"),
+        "errorMessage" = COALESCE(d.message, s."errorMessage")
+      FROM unnest(${ids}::text[], ${codes}::text[], ${messages}::text[]) AS d(id, code, message)
+      WHERE s.id = d.id AND s.status = ${from}::"ScanStatus"
+      RETURNING s.id, s."workspaceId", s."lastEventSeq"`;
+    if (moved.length === 0) return [];
+    const events = await tx.scanEvent.createManyAndReturn({
+      data: moved.map((row) => {
+        const event = byId.get(row.id)!.event;
+        return {
+          scanId: row.id,
+          seq: row.lastEventSeq,
+          kind: event.kind,
+          code: event.code ?? to,
+          message: event.message,
+          data: { from, to, ...(asObject(event.data) ?? {}) },
+          createdAt: now,
+        };
+      }),
+    });
+    const workspaces = new Map(moved.map((row) => [row.id, row.workspaceId]));
+    return events.map((event) => ({ scanId: event.scanId, workspaceId: workspaces.get(event.scanId)!, event }));
+  });
+  for (const result of results) {
+    deps.pubsub.publish("scanStateChanged", {
+      scanId: result.scanId,
+      workspaceId: result.workspaceId,
+      from,
+      to,
+      at: result.event.createdAt.toISOString(),
+      eventId: result.event.id,
+    });
+  }
+  return results;
+}

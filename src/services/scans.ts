@@ -8,7 +8,10 @@ import type { Context, Viewer } from "../context.ts";
 import type { ScanStateChangePayload } from "../pubsub.ts";
 import { conflict, forbidden, notFound } from "../errors.ts";
 import type { Prisma, Scan, ScanStatus } from "../generated/prisma/client.ts";
+import { auditActions, recordAudit } from "./audit.ts";
 import { decodeCursor, pageSize, toConnection } from "./pagination.ts";
+import { vegaVersion } from "../version.ts";
+import { buildSarif } from "./sarif.ts";
 import { activeStatuses, transitionScan } from "./scan-state.ts";
 import { resolveMemberWorkspace } from "./users.ts";
 
@@ -74,7 +77,7 @@ export async function cancelScan(ctx: ReadContext, viewer: Viewer, scanId: strin
   if (!activeStatuses.includes(scan.status)) {
     throw conflict(`Scan ${scanId} already finished (${scan.status}); there is nothing to cancel`, { status: scan.status });
   }
-  const { scan: cancelled } = await transitionScan(ctx.deps, {
+  const { scan: cancelled, from } = await transitionScan(ctx.deps, {
     scanId,
     to: "CANCELLED",
     from: activeStatuses,
@@ -85,6 +88,14 @@ export async function cancelScan(ctx: ReadContext, viewer: Viewer, scanId: strin
       data: { by: viewer.principal.sub },
     },
   });
+  if (!isOwner) {
+    await recordAudit(ctx.deps.prisma, {
+      actor: viewer.principal.sub,
+      action: auditActions.scanCancel,
+      target: `Scan:${scanId}`,
+      details: { ownerId: scan.ownerId, workspaceId: scan.workspaceId, from },
+    });
+  }
   return cancelled;
 }
 
@@ -124,4 +135,18 @@ export async function resolveScanStateChange(ctx: ReadContext, change: ScanState
   ]);
   if (!scan) throw notFound("Scan", change.scanId);
   return { scan, from: change.from, to: change.to, at: change.at, event };
+}
+
+/** GitHub code scanning takes at most 25,000 results per run; a scan with more is cut there. */
+export const SARIF_MAX_RESULTS = 25_000;
+
+/** A scan's findings as a SARIF 2.1.0 log, for GitHub code scanning and other SARIF consumers. */
+export async function exportSarif(ctx: ReadContext, scanId: string) {
+  const scan = await getVisibleScan(ctx, scanId);
+  const findings = await ctx.deps.prisma.finding.findMany({
+    where: { scanId: scan.id },
+    orderBy: [{ severity: "asc" }, { path: "asc" }, { line: "asc" }, { id: "asc" }],
+    take: SARIF_MAX_RESULTS,
+  });
+  return buildSarif({ scanId: scan.id, findings, toolVersion: vegaVersion });
 }

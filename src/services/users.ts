@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import type { Principal } from "../auth.ts";
 import type { PrismaClient } from "../db/client.ts";
 import { badUserInput, forbidden, notFound } from "../errors.ts";
+import { auditActions, recordAudit } from "./audit.ts";
 
 export interface KnownUser {
   id: string;
@@ -84,6 +85,12 @@ export async function addWorkspaceMember(prisma: PrismaClient, user: KnownUser, 
     where: { workspaceId_userId: { workspaceId, userId: trimmed } },
     create: { workspaceId, userId: trimmed, role: "MEMBER" },
     update: {},
+  });
+  await recordAudit(prisma, {
+    actor: user.id,
+    action: auditActions.workspaceAddMember,
+    target: `Workspace:${workspaceId}`,
+    details: { memberId: trimmed },
   });
   return workspace;
 }

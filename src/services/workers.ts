@@ -60,8 +60,11 @@ export function workerSnapshot(worker: Worker): WorkerSnapshot {
   };
 }
 
-export function publishWorkerEvent(pubsub: VegaPubSub, kind: WorkerEventKind, worker: Worker, at: Date) {
-  pubsub.publish("workerEvent", { kind, at: at.toISOString(), worker: workerSnapshot(worker) });
+/** Publishes a registry event and answers the snapshot it carried. */
+export function publishWorkerEvent(pubsub: VegaPubSub, kind: WorkerEventKind, worker: Worker, at: Date): WorkerSnapshot {
+  const snapshot = workerSnapshot(worker);
+  pubsub.publish("workerEvent", { kind, at: at.toISOString(), worker: snapshot });
+  return snapshot;
 }
 
 /** How long ago the worker last beat, and whether that is past VEGA_WORKER_HEARTBEAT_TTL_SECONDS. Computed when read. */
@@ -94,7 +97,7 @@ export async function registerWorker(
   deps: RegistryDeps,
   principal: Principal,
   input: WorkerRegistration,
-): Promise<{ worker: Worker; token: string | null }> {
+): Promise<{ worker: WorkerSnapshot; token: string | null }> {
   const registration = validateRegistration(input);
   const now = new Date();
   const worker = await deps.prisma.worker.create({ data: { ...registration, startedAt: now, lastHeartbeatAt: now } });
@@ -106,8 +109,7 @@ export async function registerWorker(
         ttlSeconds: WORKER_SESSION_TTL_SECONDS,
       })
     : null;
-  publishWorkerEvent(deps.pubsub, "REGISTERED", worker, now);
-  return { worker, token };
+  return { worker: publishWorkerEvent(deps.pubsub, "REGISTERED", worker, now), token };
 }
 
 /** The ownership rule of the module comment; throws FORBIDDEN. */
@@ -131,7 +133,7 @@ export async function recordHeartbeat(
   principal: Principal,
   workerId: string,
   report: HeartbeatReport,
-): Promise<Worker> {
+): Promise<WorkerSnapshot> {
   authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   if (!Number.isInteger(report.activeScans) || report.activeScans < 0) {
     throw badUserInput("activeScans must be a non-negative integer", { field: "activeScans" });
@@ -149,12 +151,11 @@ export async function recordHeartbeat(
     });
     return { worker: updated, wasDraining: current.draining };
   });
-  publishWorkerEvent(deps.pubsub, report.draining && !wasDraining ? "DRAINING" : "HEARTBEAT", worker, now);
-  return worker;
+  return publishWorkerEvent(deps.pubsub, report.draining && !wasDraining ? "DRAINING" : "HEARTBEAT", worker, now);
 }
 
 /** Takes a worker out of the registry (it stops, or drained). A second call answers CONFLICT. */
-export async function deregisterWorker(deps: RegistryDeps, principal: Principal, workerId: string): Promise<Worker> {
+export async function deregisterWorker(deps: RegistryDeps, principal: Principal, workerId: string): Promise<WorkerSnapshot> {
   authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   const now = new Date();
   const { count } = await deps.prisma.worker.updateMany({
@@ -164,8 +165,7 @@ export async function deregisterWorker(deps: RegistryDeps, principal: Principal,
   const worker = await deps.prisma.worker.findUnique({ where: { id: workerId } });
   if (!worker) throw notFound("Worker", workerId);
   if (count === 0) throw deregistered(workerId, worker.deregisteredAt!);
-  publishWorkerEvent(deps.pubsub, "DEREGISTERED", worker, now);
-  return worker;
+  return publishWorkerEvent(deps.pubsub, "DEREGISTERED", worker, now);
 }
 
 const deregistered = (workerId: string, at: Date) =>

@@ -26,7 +26,7 @@ export function multipartBody(archive: Buffer | Blob, options: SubmitOptions = {
   return form;
 }
 
-export async function submitScan(server: TestServer, token: string | undefined, archive: Buffer | Blob, options: SubmitOptions = {}) {
+export async function submitScan(server: Pick<TestServer, "graphqlUrl">, token: string | undefined, archive: Buffer | Blob, options: SubmitOptions = {}) {
   const response = await fetch(server.graphqlUrl, {
     method: "POST",
     headers: {
