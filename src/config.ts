@@ -132,6 +132,7 @@ export const settings = {
   scanMaxAttempts: setting("VEGA_SCAN_MAX_ATTEMPTS", "3", positiveInteger, "claims of one scan before it fails with ATTEMPTS_EXHAUSTED"),
   launcher: setting("VEGA_LAUNCHER", "local", oneOf("local", "ecs"), "how runners start: a child process or an ECS task"),
   runnerTokenTtlSeconds: setting("VEGA_RUNNER_TOKEN_TTL_SECONDS", "86400", positiveInteger, "lifetime of the token handed to a runner"),
+  runnerFindingsBatch: setting("VEGA_RUNNER_FINDINGS_BATCH", "500", positiveInteger, "findings per addFindings call from a runner (the API takes at most 1000)"),
   scanId: setting("VEGA_SCAN_ID", "", optionalText, "the runner's scan (set by the launcher)"),
   runnerToken: setting("VEGA_RUNNER_TOKEN", "", optionalText, "the runner's token bound to its scan (set by the launcher)"),
   ecsCluster: setting("VEGA_ECS_CLUSTER", "", optionalText, "cluster for runner tasks"),

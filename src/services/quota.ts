@@ -11,7 +11,7 @@ import { quotaExceeded } from "../errors.ts";
 import type { Prisma } from "../generated/prisma/client.ts";
 import { activeStatuses } from "./scan-state.ts";
 
-/** First key of the two-key advisory locks Vega takes per user (quota) — documented in docs/locks.md. */
+/** First key of the two-key advisory locks Vega takes per user (quota) — listed in docs/decisions.md. */
 export const QUOTA_LOCK_NAMESPACE = 7_301;
 
 export function countActiveScans(prisma: PrismaClient | Prisma.TransactionClient, userId: string) {

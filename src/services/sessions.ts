@@ -10,7 +10,7 @@ import type { Prisma } from "../generated/prisma/client.ts";
 import type { KnownUser } from "./users.ts";
 import { resolveMemberWorkspace } from "./users.ts";
 
-/** First key of the per-workspace session lock (docs/locks.md). */
+/** First key of the per-workspace session lock (docs/decisions.md). */
 export const SESSION_LOCK_NAMESPACE = 7_302;
 
 export const openSessionsWhere = (workspaceId: string, now = new Date()): Prisma.SessionWhereInput => ({

@@ -33,10 +33,10 @@ export interface RunnerSettings {
   scanId: string;
   token: string;
   limits: ArchiveLimits;
+  /** Findings per addFindings call. */
+  findingsBatch: number;
 }
 
-/** Findings per addFindings call (the API accepts up to 1000). */
-export const FINDINGS_BATCH = 500;
 const REPORT_ATTEMPTS = 5;
 
 /** The scan ended on the API's side (cancelled, recovered): nothing more to report. */
@@ -141,8 +141,8 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
 
       const summary = await scanTree(path.join(workDir, "source"));
       let added = 0;
-      for (let index = 0; index < summary.findings.length; index += FINDINGS_BATCH) {
-        const batch = summary.findings.slice(index, index + FINDINGS_BATCH).map(toFindingInput);
+      for (let index = 0; index < summary.findings.length; index += settings.findingsBatch) {
+        const batch = summary.findings.slice(index, index + settings.findingsBatch).map(toFindingInput);
         const result = await report(log, "addFindings", () => api.request(AddFindingsDocument, { scanId, findings: batch }));
         added += result.addFindings.added;
       }
