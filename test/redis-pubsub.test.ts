@@ -59,7 +59,7 @@ describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () 
       ["serve"],
       { ...TIMING, VEGA_REDIS_URL: redisUrl, VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: secret },
       /"msg":"Vega API listening"/,
-      { timeoutMs: 90_000 },
+      { timeoutMs: 180_000 },
     );
     const port = /"port":(\d+)[^\n]*"msg":"Vega API listening"/.exec(output())![1];
     const replica = { child, graphqlUrl: `http://127.0.0.1:${port}/graphql`, dataDir };
@@ -80,7 +80,7 @@ describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () 
 
   beforeAll(async () => {
     await Promise.all([startReplica(), startReplica()]);
-  }, 120_000);
+  }, 400_000);
   afterAll(async () => {
     await connection?.dispose();
     await Promise.all([...children, ...replicas.map((replica) => replica.child)].map((child) => stopProcess(child, "SIGTERM")));
@@ -111,7 +111,7 @@ describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () 
       ["worker"],
       { ...TIMING, VEGA_API_URL: b.graphqlUrl, VEGA_WORKER_TOKEN: workerToken, VEGA_WORKER_NAME: "talks-to-b" },
       /"msg":"worker registered"/,
-      { timeoutMs: 90_000 },
+      { timeoutMs: 180_000 },
     );
     children.push(worker.child);
     const registered = await events.nextMatching((event) => event.workerHeartbeats.worker.name === "talks-to-b");
@@ -120,5 +120,5 @@ describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () 
       (event) => event.workerHeartbeats.worker.id === registered.workerHeartbeats.worker.id && event.workerHeartbeats.kind === "HEARTBEAT",
     );
     expect(heartbeat.workerHeartbeats.worker.name).toBe("talks-to-b");
-  }, 180_000);
+  }, 300_000);
 });

@@ -11,6 +11,10 @@ import { runVega, startVega, stopProcess } from "./support/cli.ts";
 import { errorCodes, startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
 import { connectWs, watchSubscriptions, type EventStream, type WsConnection } from "./support/ws.ts";
 
+/** Starting a `vega` process (tsx, PGlite) takes seconds, and many more on a loaded machine. */
+const PROCESS_START_MS = 120_000;
+const PROCESS_TEST_MS = 200_000;
+
 const TIMING = {
   VEGA_WORKER_HEARTBEAT_INTERVAL_SECONDS: "1",
   VEGA_WORKER_HEARTBEAT_TTL_SECONDS: "3",
@@ -50,6 +54,7 @@ async function startWorker(name: string, env: Record<string, string> = {}) {
     ["worker"],
     { ...TIMING, VEGA_API_URL: server.graphqlUrl, VEGA_WORKER_TOKEN: deploymentToken, VEGA_WORKER_NAME: name, ...env },
     /"msg":"worker registered"/,
+    { timeoutMs: PROCESS_START_MS },
   );
   children.push(started.child);
   const workerId = /"workerId":"([^"]+)","name":"[^"]*"[^\n]*"msg":"worker registered"/.exec(started.output())![1];
@@ -90,7 +95,7 @@ describe("a running worker process is in the registry with a fresh heartbeat", (
     await events.nextMatching(eventOf(workerId, "HEARTBEAT"));
     const row = (await registryRows()).find((worker) => worker.id === workerId);
     expect(row).toMatchObject({ name: "listed-worker", capacity: 3, activeScans: 0, draining: false, stale: false, version: "0.1.0" });
-  });
+  }, PROCESS_TEST_MS);
 });
 
 describe("a worker that stops heartbeating is reported stale", () => {
@@ -108,7 +113,7 @@ describe("a worker that stops heartbeating is reported stale", () => {
     expect((await registryRows(false)).map((worker) => worker.id)).not.toContain(workerId);
     // The mark is set: no later sweep, on this replica or another, reports it again.
     expect(await reportStaleWorkers(server.app.deps)).toEqual([]);
-  });
+  }, PROCESS_TEST_MS);
 });
 
 describe("a stopped worker drains and deregisters", () => {
@@ -122,17 +127,18 @@ describe("a stopped worker drains and deregisters", () => {
     expect(draining.workerHeartbeats).toMatchObject({ kind: "DRAINING", worker: { draining: true } });
     await events.nextMatching(eventOf(workerId, "DEREGISTERED"));
     expect((await registryRows()).map((worker) => worker.id)).not.toContain(workerId);
-  });
+  }, PROCESS_TEST_MS);
 
   it("stops cleanly (exit 0) when signalled before the API ever answered", async () => {
     const started = await startVega(
       ["worker"],
       { ...TIMING, VEGA_API_URL: "http://127.0.0.1:9/graphql", VEGA_WORKER_TOKEN: deploymentToken, VEGA_WORKER_SHUTDOWN_SECONDS: "5" },
       /registration failed; retrying[\s\S]*registration failed; retrying/,
+      { timeoutMs: PROCESS_START_MS },
     );
     children.push(started.child);
     expect(await stopProcess(started.child, "SIGTERM")).toBe(0);
-  });
+  }, PROCESS_TEST_MS);
 });
 
 describe("a worker whose registration is gone registers again", () => {
@@ -148,7 +154,7 @@ describe("a worker whose registration is gone registers again", () => {
     );
     expect(again.workerHeartbeats.worker.id).not.toBe(workerId);
     await events.nextMatching(eventOf(again.workerHeartbeats.worker.id, "HEARTBEAT"));
-  });
+  }, PROCESS_TEST_MS);
 });
 
 describe("only a worker's own session token may act on it", () => {
@@ -254,16 +260,17 @@ describe("vega worker and vega start", () => {
     const result = await runVega(["worker"], { VEGA_API_URL: server.graphqlUrl });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/VEGA_WORKER_TOKEN is not set/);
-  });
+  }, PROCESS_TEST_MS);
 
   it("runs the API with an embedded worker, and stops both cleanly on SIGTERM (worker first)", async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-start-"));
     try {
       const started = await startVega(
         ["start"],
-        { ...TIMING, VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: TEST_JWT_SECRET },
+        // A generous TTL: this is about the embedded worker being there, not about staleness on a busy machine.
+        { ...TIMING, VEGA_WORKER_HEARTBEAT_TTL_SECONDS: "60", VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: TEST_JWT_SECRET },
         /"msg":"worker registered"/,
-        { timeoutMs: 90_000 },
+        { timeoutMs: PROCESS_START_MS },
       );
       children.push(started.child);
       const port = Number(/"port":(\d+)[^\n]*"msg":"Vega API listening"/.exec(started.output())![1]);
@@ -281,7 +288,7 @@ describe("vega worker and vega start", () => {
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, PROCESS_TEST_MS);
 });
 
 describe("heartbeat timing", () => {

@@ -52,7 +52,7 @@ export function createApiClient(options: ApiClientOptions): ApiClient {
   return {
     async request(document, variables, call = {}) {
       const timeoutMs = call.timeoutMs ?? defaultTimeoutMs;
-      let response: Response;
+      let response: Response | undefined;
       let body: GraphQLResponseBody;
       try {
         response = await fetch(options.url, {
@@ -65,7 +65,8 @@ export function createApiClient(options: ApiClientOptions): ApiClient {
       } catch (error) {
         const timedOut = error instanceof Error && error.name === "TimeoutError";
         const reason = timedOut ? `no answer within ${timeoutMs} ms` : error instanceof Error ? error.message : String(error);
-        throw new ApiRequestError(`${options.url}: ${reason}`, [], undefined, { cause: error });
+        const status = response ? ` (HTTP ${response.status})` : "";
+        throw new ApiRequestError(`${options.url}: ${reason}${status}`, [], response?.status, { cause: error });
       }
       if (body.errors?.length) {
         const codes = body.errors.map((error) => (typeof error.extensions?.code === "string" ? error.extensions.code : "UNKNOWN"));

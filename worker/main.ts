@@ -51,6 +51,7 @@ export class Worker {
   /** The register or heartbeat call in flight, so that stop() does not race it. */
   private inFlight: Promise<void> | undefined;
   private failures = 0;
+  private scanLoopStarted = false;
   private stopping: Promise<void> | undefined;
   private resolveRegistered!: () => void;
   /** Settles once registered, or when stopped first. */
@@ -110,7 +111,10 @@ export class Worker {
       this.failures = 0;
       this.log.info({ workerId: registerWorker.worker.id, name: registerWorker.worker.name, apiUrl: this.settings.apiUrl }, "worker registered");
       this.resolveRegistered();
-      if (!this.stopping) this.scanLoop?.start(this.api);
+      if (!this.scanLoopStarted && !this.stopping) {
+        this.scanLoopStarted = true;
+        this.scanLoop?.start(this.api);
+      }
       this.schedule(nextHeartbeatDelayMs(this.settings.heartbeatIntervalSeconds), () => this.heartbeat());
     } catch (error) {
       const retryInMs = retryDelayMs(++this.failures, this.settings.heartbeatIntervalSeconds);
@@ -151,7 +155,7 @@ export class Worker {
     await within(this.scanLoop?.stop(), remainingMs());
     const registration = this.registration;
     if (!registration) {
-      this.log.info("worker stopped before it registered");
+      this.log.info("worker stopped while not registered");
       return;
     }
     try {

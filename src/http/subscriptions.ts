@@ -58,7 +58,14 @@ export function attachSubscriptions(httpServer: Server, yoga: VegaYoga, deps: De
         } catch (error) {
           return [error as GraphQLError];
         }
-        const errors = validate(schema, document);
+        // Armor's limits throw from validation rather than return: either way this
+        // operation fails alone, and the socket with its other operations stays open.
+        let errors: readonly GraphQLError[];
+        try {
+          errors = validate(schema, document);
+        } catch (error) {
+          return [error as GraphQLError];
+        }
         if (errors.length > 0) return errors;
         return {
           schema,

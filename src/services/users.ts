@@ -32,6 +32,18 @@ export class SeenUsers {
     return entry !== undefined && entry.until > now && entry.groupsKey === principal.groups.join(",");
   }
 
+  private readonly pending = new Map<string, Promise<void>>();
+
+  inFlight(userId: string): Promise<void> | undefined {
+    return this.pending.get(userId);
+  }
+
+  track(userId: string, upsert: Promise<void>) {
+    this.pending.set(userId, upsert);
+    const forget = () => this.pending.delete(userId);
+    upsert.then(forget, forget);
+  }
+
   remember(principal: Principal, now = Date.now()) {
     if (this.seen.size > 10_000) this.seen.clear();
     this.seen.set(principal.sub, { groupsKey: principal.groups.join(","), until: now + this.ttlMs });
@@ -41,6 +53,20 @@ export class SeenUsers {
 export async function ensureUser(prisma: PrismaClient, principal: Principal, seen?: SeenUsers): Promise<KnownUser> {
   const known = { id: principal.sub, personalWorkspaceId: personalWorkspaceId(principal.sub) };
   if (seen?.isFresh(principal)) return known;
+  // A thousand dashboards reconnecting with one token make one upsert, not a thousand.
+  const pending = seen?.inFlight(principal.sub);
+  if (pending) {
+    await pending;
+    return known;
+  }
+  const upsert = upsertUser(prisma, principal, known);
+  seen?.track(principal.sub, upsert);
+  await upsert;
+  seen?.remember(principal);
+  return known;
+}
+
+async function upsertUser(prisma: PrismaClient, principal: Principal, known: KnownUser) {
   await prisma.$transaction([
     prisma.user.upsert({
       where: { id: principal.sub },
@@ -58,8 +84,6 @@ export async function ensureUser(prisma: PrismaClient, principal: Principal, see
       update: {},
     }),
   ]);
-  seen?.remember(principal);
-  return known;
 }
 
 export async function createWorkspace(prisma: PrismaClient, user: KnownUser, name: string) {

@@ -21,6 +21,7 @@
  *   queueing behind earlier events.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
@@ -35,6 +36,7 @@ import { startVega, stopProcess } from "../support/cli.ts";
 const SUBSCRIBERS = 1000;
 const EVENTS = 100;
 const EVENT_TIMEOUT_MS = 10_000;
+const CONNECT_BATCH = 50;
 /** Measured heartbeats report activeScans = FIRST_MEASURED + index; warm-up ones report 0. */
 const FIRST_MEASURED = 1000;
 
@@ -46,7 +48,22 @@ interface Run {
   label: string;
   latencies: number[];
   delivered: number;
+  /** CPU time (user + system) over the measured events, per event: the server process's, and this (client) process's. */
+  serverCpuMsPerEvent: number;
+  clientCpuMsPerEvent: number;
 }
+
+/** CPU time a process has used so far (Linux /proc), in ms: steadier than latency on a shared machine. */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
+}
+
+const clientCpuMs = () => {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1000;
+};
 
 /** Counts deliveries per event and records each latency. */
 class Deliveries {
@@ -118,14 +135,26 @@ async function measureVega(): Promise<Run & { mutationMs: number[] }> {
 
     const deliveries = new Deliveries();
     const warmedUp = new Set<number>();
-    for (let subscriber = 0; subscriber < SUBSCRIBERS; subscriber++) {
-      const client = createClient({
-        url: graphqlUrl.replace(/^http/, "ws"),
-        webSocketImpl: WebSocket,
-        connectionParams: { authorization: `Bearer ${opsToken}` },
-        retryAttempts: 0,
+    // Connections open in batches: a thousand connection_inits at once are a storm no dashboard fleet makes
+    // (and each first sight of a token's user is an upsert), and graphql-ws drops inits not done in 3 s.
+    const connect = () =>
+      new Promise<Client>((resolve, reject) => {
+        const client = createClient({
+          url: graphqlUrl.replace(/^http/, "ws"),
+          webSocketImpl: WebSocket,
+          connectionParams: { authorization: `Bearer ${opsToken}` },
+          lazy: false,
+          retryAttempts: 0,
+          onNonLazyError: reject,
+          on: { connected: () => resolve(client) },
+        });
+        clients.push(client);
       });
-      clients.push(client);
+    const connected: Client[] = [];
+    for (let batch = 0; batch < SUBSCRIBERS; batch += CONNECT_BATCH) {
+      connected.push(...(await Promise.all(Array.from({ length: Math.min(CONNECT_BATCH, SUBSCRIBERS - batch) }, connect))));
+    }
+    for (const [subscriber, client] of connected.entries()) {
       client.subscribe<{ workerHeartbeats: { worker: { activeScans: number } } }>(
         { query: SUBSCRIPTION },
         {
@@ -149,12 +178,14 @@ async function measureVega(): Promise<Run & { mutationMs: number[] }> {
     const beat = (n: number) => gql(heartbeat, { id: registerWorker.worker.id, n }, registerWorker.token);
 
     // Warm-up (not measured): beat until every subscriber is listening, i.e. has received an event.
-    while (warmedUp.size < SUBSCRIBERS) {
+    for (let attempt = 0; warmedUp.size < SUBSCRIBERS; attempt++) {
+      if (attempt === 100) throw new Error(`only ${warmedUp.size} of ${SUBSCRIBERS} subscribers listen after 100 warm-up beats`);
       await beat(0);
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
 
     const mutationMs: number[] = [];
+    const [serverCpuBefore, clientCpuBefore] = [processCpuMs(server.child.pid!), clientCpuMs()];
     for (let index = 0; index < EVENTS; index++) {
       deliveries.sent(index);
       const sent = performance.now();
@@ -162,7 +193,14 @@ async function measureVega(): Promise<Run & { mutationMs: number[] }> {
       mutationMs.push(performance.now() - sent);
       await deliveries.allOf(index);
     }
-    return { label: "vega (graphql-ws)", latencies: deliveries.latencies, delivered: deliveries.delivered, mutationMs };
+    return {
+      label: "vega (graphql-ws)",
+      latencies: deliveries.latencies,
+      delivered: deliveries.delivered,
+      mutationMs,
+      serverCpuMsPerEvent: (processCpuMs(server.child.pid!) - serverCpuBefore) / EVENTS,
+      clientCpuMsPerEvent: (clientCpuMs() - clientCpuBefore) / EVENTS,
+    };
   } finally {
     await Promise.all(clients.map((client) => client.dispose()));
     await stopProcess(server.child, "SIGTERM");
@@ -213,6 +251,7 @@ async function measureFloor(sampleEvent: object): Promise<Run> {
         return new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
       }),
     );
+    const [serverCpuBefore, clientCpuBefore] = [processCpuMs(child.pid!), clientCpuMs()];
     for (let index = 0; index < EVENTS; index++) {
       const event = structuredClone(sampleEvent) as { data: { workerHeartbeats: { worker: { activeScans: number } } } };
       event.data.workerHeartbeats.worker.activeScans = FIRST_MEASURED + index;
@@ -220,7 +259,13 @@ async function measureFloor(sampleEvent: object): Promise<Run> {
       await fetch(`http://127.0.0.1:${port}/`, { method: "POST", body: JSON.stringify(event) });
       await deliveries.allOf(index);
     }
-    return { label: "bare ws (floor)", latencies: deliveries.latencies, delivered: deliveries.delivered };
+    return {
+      label: "bare ws (floor)",
+      latencies: deliveries.latencies,
+      delivered: deliveries.delivered,
+      serverCpuMsPerEvent: (processCpuMs(child.pid!) - serverCpuBefore) / EVENTS,
+      clientCpuMsPerEvent: (clientCpuMs() - clientCpuBefore) / EVENTS,
+    };
   } finally {
     for (const socket of sockets) socket.terminate();
     child.kill("SIGTERM");
@@ -258,14 +303,23 @@ export default async function (): Promise<void> {
   const [v, f] = [summarize(vega), summarize(floor)];
   const expected = SUBSCRIBERS * EVENTS;
   const ms = (value: number) => `${value.toFixed(1)} ms`.padStart(10);
-  console.log(`${"".padEnd(20)}${"delivered".padStart(16)}${"p50".padStart(10)}${"p99".padStart(10)}${"max".padStart(10)}`);
+  console.log(
+    `${"".padEnd(20)}${"delivered".padStart(16)}${"p50".padStart(10)}${"p99".padStart(10)}${"max".padStart(10)}` +
+      `${"server CPU/event".padStart(18)}${"client CPU/event".padStart(18)}`,
+  );
   for (const [run, stats] of [
     [vega, v],
     [floor, f],
   ] as const) {
-    console.log(`${run.label.padEnd(20)}${`${run.delivered}/${expected}`.padStart(16)}${ms(stats.p50)}${ms(stats.p99)}${ms(stats.max)}`);
+    console.log(
+      `${run.label.padEnd(20)}${`${run.delivered}/${expected}`.padStart(16)}${ms(stats.p50)}${ms(stats.p99)}${ms(stats.max)}` +
+        `${ms(run.serverCpuMsPerEvent).padStart(18)}${ms(run.clientCpuMsPerEvent).padStart(18)}`,
+    );
   }
-  console.log(`ratio vega/floor: p50 ${(v.p50 / f.p50).toFixed(1)}×, p99 ${(v.p99 / f.p99).toFixed(1)}×`);
+  console.log(
+    `ratio vega/floor: p50 ${(v.p50 / f.p50).toFixed(1)}×, p99 ${(v.p99 / f.p99).toFixed(1)}×, ` +
+      `server CPU ${(vega.serverCpuMsPerEvent / floor.serverCpuMsPerEvent).toFixed(1)}×; load average ${os.loadavg()[0].toFixed(1)}`,
+  );
   const mutation = [...vega.mutationMs].sort((a, b) => a - b);
   console.log(`(vega's figures include the workerHeartbeat mutation before the publish: its round trip p50 ${percentile(mutation, 50).toFixed(1)} ms)`);
   const verdict = vega.delivered === expected && v.p99 < 250 ? "meets" : "MISSES";

@@ -23,7 +23,7 @@ export class SubscriptionError extends Error {
 }
 
 export interface EventStream<T> {
-  /** The next event; rejects with a SubscriptionError if the subscription fails, or after `timeoutMs` (default 30 s). */
+  /** The next event; rejects with a SubscriptionError if the subscription fails, or after `timeoutMs` (default 60 s). */
   next(options?: { timeoutMs?: number }): Promise<T>;
   /** Skips events until one matches. */
   nextMatching(predicate: (event: T) => boolean, options?: { timeoutMs?: number }): Promise<T>;
@@ -93,7 +93,7 @@ function subscribe<T>(client: Client, query: string, variables?: Record<string, 
     },
   );
 
-  async function next({ timeoutMs = 30_000 } = {}): Promise<T> {
+  async function next({ timeoutMs = 60_000 } = {}): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (queue.length > 0) return queue.shift()!;
@@ -114,7 +114,7 @@ function subscribe<T>(client: Client, query: string, variables?: Record<string, 
   return {
     next,
     async nextMatching(predicate, options = {}) {
-      const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+      const deadline = Date.now() + (options.timeoutMs ?? 60_000);
       for (;;) {
         const event = await next({ timeoutMs: Math.max(1, deadline - Date.now()) });
         if (predicate(event)) return event;
