@@ -173,8 +173,9 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
     }
     throw error;
   } finally {
+    // Handlers stay until the directory is gone: a SIGTERM landing now still removes it (twice is harmless).
+    await rm(workDir, { recursive: true, force: true });
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
-    await rm(workDir, { recursive: true, force: true });
   }
 }
