@@ -124,9 +124,12 @@ export class ScanExecutionLoop implements ScanLoop {
       await api.request(ReportScanStartedDocument, { scanId, taskId });
       this.log.info({ scanId, taskId, attempt }, "runner launched");
     } catch (error) {
-      if (error instanceof ApiRequestError && error.hasCode("CONFLICT")) {
-        this.log.info({ scanId, taskId }, "the scan was cancelled while it started; stopping its runner");
-        await this.launcher.stop(taskId, "scan cancelled before it started");
+      // CONFLICT: cancelled, or requeued as an orphaned claim while this launch was slow. FORBIDDEN: requeued
+      // and claimed since by another worker (or this worker registered again under another id). Either
+      // way the claim is no longer this launch's: a runner left going would run the scan a second time.
+      if (error instanceof ApiRequestError && error.hasCode("CONFLICT", "FORBIDDEN")) {
+        this.log.info({ scanId, taskId, codes: error.codes }, "the scan was cancelled or taken over while it started; stopping its runner");
+        await this.launcher.stop(taskId, "scan cancelled or claimed again before it started");
         this.held.delete(scanId);
         return;
       }
@@ -150,7 +153,9 @@ export class ScanExecutionLoop implements ScanLoop {
       const held = this.held.get(scanId)!;
       const scan = current.get(scanId);
       const task = held.taskId ? tasks.get(held.taskId) : undefined;
-      const taskAlive = task !== undefined && (task.state === "RUNNING" || task.state === "PENDING");
+      // Only STOPPED means the runner is gone: ECS may answer MISSING for a while right after RunTask
+      // (eventual consistency), and a task forgotten that way must still be stopped when its scan is cancelled.
+      const taskAlive = held.taskId !== undefined && task?.state !== "STOPPED";
       if (scan?.status === "CANCELLED" && taskAlive) {
         this.log.info({ scanId, taskId: held.taskId }, "scan cancelled; stopping its runner");
         await this.launcher.stop(held.taskId!, "scan cancelled");

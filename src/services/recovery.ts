@@ -111,9 +111,14 @@ async function warnOnce(deps: RecoveryDeps, decisions: RecoveryDecision[]): Prom
   const byId = new Map(decisions.map((decision) => [decision.scanId, decision]));
   const now = new Date();
   return deps.prisma.$transaction(async (tx) => {
+    // Locked in id order first, as transitionScansInBulk does, so that concurrent recoverers cannot deadlock.
+    const locked = await tx.$queryRaw<{ id: string }[]>`
+      SELECT id FROM "Scan" WHERE id = ANY(${[...byId.keys()]}::text[]) AND status = 'RUNNING' AND "staleWarnedAt" IS NULL
+      ORDER BY id FOR UPDATE`;
+    if (locked.length === 0) return [];
     const marked = await tx.$queryRaw<{ id: string; lastEventSeq: number }[]>`
       UPDATE "Scan" SET "staleWarnedAt" = ${now}, "lastEventSeq" = "lastEventSeq" + 1, "updatedAt" = ${now}
-      WHERE id = ANY(${[...byId.keys()]}::text[]) AND status = 'RUNNING' AND "staleWarnedAt" IS NULL
+      WHERE id = ANY(${locked.map((row) => row.id)}::text[]) AND status = 'RUNNING' AND "staleWarnedAt" IS NULL
       RETURNING id, "lastEventSeq"`;
     if (marked.length === 0) return [];
     await tx.scanEvent.createMany({

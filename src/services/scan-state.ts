@@ -190,12 +190,18 @@ export async function transitionScansInBulk(
   if (items.length === 0) return [];
   if (!scanTransitions[from].includes(to)) throw new Error(`${from} → ${to} is not a scan transition`);
   const byId = new Map(items.map((item) => [item.scanId, item]));
-  const ids = [...byId.keys()];
-  const codes = ids.map((id) => byId.get(id)!.errorCode ?? null);
-  const messages = ids.map((id) => byId.get(id)!.errorMessage ?? null);
   const finished = finishedStatuses.includes(to);
   const requeued = to === "QUEUED";
   const results = await deps.prisma.$transaction(async (tx) => {
+    // Row locks taken in id order before the UPDATE: an UPDATE locks rows in whatever order its plan
+    // visits them, so two recoverers with the same scans in another order (or planned otherwise)
+    // would deadlock (PostgreSQL 40P01). Rows another actor moved first are not locked, not updated.
+    const locked = await tx.$queryRaw<{ id: string }[]>`
+      SELECT id FROM "Scan" WHERE id = ANY(${[...byId.keys()]}::text[]) AND status = ${from}::"ScanStatus" ORDER BY id FOR UPDATE`;
+    if (locked.length === 0) return [];
+    const ids = locked.map((row) => row.id);
+    const codes = ids.map((id) => byId.get(id)!.errorCode ?? null);
+    const messages = ids.map((id) => byId.get(id)!.errorMessage ?? null);
     const moved = await tx.$queryRaw<{ id: string; workspaceId: string; lastEventSeq: number }[]>`
       UPDATE "Scan" AS s SET
         status = ${to}::"ScanStatus",
