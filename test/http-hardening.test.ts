@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { errorCodes, startTestServer, type TestServer } from "./support/server.ts";
+import { loadConfig } from "../src/config.ts";
+import { openDatabase } from "../src/db/client.ts";
+import { createApp } from "../src/server.ts";
+import { errorCodes, startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
 
 let server: TestServer;
 let token: string;
@@ -90,15 +93,25 @@ describe("health probes", () => {
     expect(await ready.json()).toEqual({ status: "ready" });
   });
 
-  it("answers /readyz with 503 when the database is gone", async () => {
-    const doomed = await startTestServer();
+  it("answers /readyz with 503 when the database is unreachable, while /healthz stays 200", async () => {
+    // A PostgreSQL URL nobody listens on: the pool connects lazily, so the server starts and the probe fails.
+    const config = loadConfig({
+      VEGA_DATABASE_URL: "postgresql://nobody@127.0.0.1:1/none",
+      VEGA_JWT_SECRET: TEST_JWT_SECRET,
+      VEGA_DATA_DIR: server.dataDir,
+      VEGA_LOG_LEVEL: "silent",
+      VEGA_CLEANUP_INTERVAL_SECONDS: "0",
+    });
+    const database = await openDatabase(config);
+    const app = await createApp(config, { database });
     try {
-      await doomed.db.database.close();
-      const ready = await fetch(`${doomed.url}/readyz`);
+      const url = await app.listen(0, "127.0.0.1");
+      const ready = await fetch(`${url}/readyz`);
       expect(ready.status).toBe(503);
-      expect((await fetch(`${doomed.url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
     } finally {
-      await doomed.app.close();
+      await app.close();
+      await database.close();
     }
   });
 });
