@@ -1,0 +1,3 @@
+-- CreateIndex
+CREATE INDEX "Scan_sourceArtifactId_idx" ON "Scan"("sourceArtifactId");
+
