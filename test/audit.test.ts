@@ -108,6 +108,11 @@ describe("Ops.auditLog", () => {
     expect(second.body.data.ops.auditLog.pageInfo.hasNextPage).toBe(false);
   });
 
+  it("refuses a cursor it did not issue", async () => {
+    const forged = Buffer.from(JSON.stringify(["not a date", "x"])).toString("base64url");
+    expect(errorCodes(await server.gql(AUDIT_LOG, { after: forged }, operator))).toEqual(["BAD_USER_INPUT"]);
+  });
+
   it("is for operators only", async () => {
     const user = await server.token("mallory");
     expect(errorCodes(await server.gql(AUDIT_LOG, {}, user))).toEqual(["FORBIDDEN"]);

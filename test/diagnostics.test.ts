@@ -101,7 +101,7 @@ describe("scans stuck in queued", () => {
       subjects: [`Scan:${older.id}`, `Scan:${old.id}`],
       details: { queuedScans: 2, queuedThresholdSeconds: 300, registeredStaleWorkers: 0 },
     });
-    expect(found.summary).toMatch(/^2 scans queued for more than 5m \(oldest 20m\) and no live worker: start or restart the worker service$/);
+    expect(found.summary).toMatch(/^2 scans queued for more than 5m \(oldest 20m( \d+s)?\) and no live worker: start or restart the worker service$/);
     expect(found.action).toMatch(/restart the worker service/);
   });
 

@@ -13,6 +13,7 @@
  * - `details`: a small JSON object with what else an auditor needs (never secrets).
  */
 import type { PrismaClient } from "../db/client.ts";
+import { badUserInput } from "../errors.ts";
 import type { AuditEntry, Prisma } from "../generated/prisma/client.ts";
 import { decodeCursor, pageSize, toConnection, type Connection } from "./pagination.ts";
 
@@ -55,6 +56,7 @@ export async function listAuditEntries(
   const where: Prisma.AuditEntryWhereInput = {};
   if (after) {
     const at = new Date(after[0]);
+    if (Number.isNaN(at.getTime())) throw badUserInput("`after` is not a cursor this API issued");
     where.OR = [{ at: { lt: at } }, { at, id: { lt: String(after[1]) } }];
   }
   const rows = await prisma.auditEntry.findMany({ where, orderBy: [{ at: "desc" }, { id: "desc" }], take: size + 1 });

@@ -30,7 +30,7 @@
  */
 import type { Deps } from "../context.ts";
 import type { SqlConnection } from "../db/driver.ts";
-import { conflict } from "../errors.ts";
+import { badUserInput, conflict } from "../errors.ts";
 import type { CleanupRun, CleanupTrigger, Prisma } from "../generated/prisma/client.ts";
 import { pruneFinishedScanArtifacts } from "../hardening/cleanup/artifacts.ts";
 import type { CleanupJobContext, JobTally } from "../hardening/cleanup/job.ts";
@@ -299,6 +299,7 @@ export async function listCleanupRuns(
   const where: Prisma.CleanupRunWhereInput = {};
   if (after) {
     const startedAt = new Date(after[0]);
+    if (Number.isNaN(startedAt.getTime())) throw badUserInput("`after` is not a cursor this API issued");
     where.OR = [{ startedAt: { lt: startedAt } }, { startedAt, id: { lt: String(after[1]) } }];
   }
   const rows = await prisma.cleanupRun.findMany({ where, orderBy: [{ startedAt: "desc" }, { id: "desc" }], take: size + 1 });

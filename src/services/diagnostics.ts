@@ -81,8 +81,11 @@ export function formatDuration(seconds: number): string {
     [Math.floor((s % 3600) / 60), "m"],
     [s % 60, "s"],
   ];
-  const shown = parts.filter(([value]) => value > 0).slice(0, 2);
-  return shown.length === 0 ? "0s" : shown.map(([value, unit]) => `${value}${unit}`).join(" ");
+  // The largest unit and the one below it, when not zero: "3h 12m", "3h", "45s".
+  const first = parts.findIndex(([value]) => value > 0);
+  if (first < 0) return "0s";
+  const shown = parts.slice(first, first + 2).filter(([value]) => value > 0);
+  return shown.map(([value, unit]) => `${value}${unit}`).join(" ");
 }
 
 const ago = (now: Date, then: Date) => formatDuration((now.getTime() - then.getTime()) / 1000);
