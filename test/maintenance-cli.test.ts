@@ -4,7 +4,7 @@ import { access, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { loadConfig, settings } from "../src/config.ts";
 import { openDatabase, type Database } from "../src/db/client.ts";
 import { CLEANUP_LOCK } from "../src/services/cleanup.ts";
@@ -14,6 +14,9 @@ import { startEcsEndpoint, type EcsEndpoint } from "./support/ecs-endpoint.ts";
 import { ensureUserRow } from "./support/fixtures.ts";
 
 const HOUR = 3600_000;
+/** A `vega` process on the embedded database starts PGlite (seconds on a busy machine): generous limits, not thresholds. */
+const CLI = { timeoutMs: 240_000 };
+vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 const ago = (ms: number) => new Date(Date.now() - ms);
 const exists = (file: string) => access(file).then(
   () => true,
@@ -96,7 +99,7 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
   let target: Target;
   beforeAll(async () => {
     target = await createTarget();
-    const migrated = await runVega(["maintenance", "migrate"], target.env);
+    const migrated = await runVega(["maintenance", "migrate"], target.env, CLI);
     expect(migrated.code, migrated.stderr).toBe(0);
   });
   afterAll(() => target?.dispose());
@@ -107,7 +110,7 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
     await writeFile(temp, Buffer.alloc(100));
     await utimes(temp, ago(2 * HOUR), ago(2 * HOUR));
 
-    const dry = await runVega(["maintenance", "cleanup", "--dry-run"], target.env);
+    const dry = await runVega(["maintenance", "cleanup", "--dry-run"], target.env, CLI);
     expect(dry.code, dry.stderr).toBe(0);
     expect(summaryOf(dry)).toMatchObject({
       ok: true,
@@ -120,7 +123,7 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
     expect(await exists(archive)).toBe(true);
     expect(await exists(temp)).toBe(true);
 
-    const real = await runVega(["maintenance", "cleanup"], target.env);
+    const real = await runVega(["maintenance", "cleanup"], target.env, CLI);
     expect(real.code, real.stderr).toBe(0);
     const summary = summaryOf(real);
     expect(summary).toMatchObject({ ok: true, dryRun: false, counts: { artifacts: 1, uploadTemps: 1 }, bytesFreed: "4196" });
@@ -136,7 +139,7 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
     await writeFile(temp, "x");
     await utimes(temp, ago(2 * HOUR), ago(2 * HOUR));
 
-    const result = await runVega(["maintenance", "prune-artifacts"], target.env);
+    const result = await runVega(["maintenance", "prune-artifacts"], target.env, CLI);
 
     expect(result.code, result.stderr).toBe(0);
     expect(summaryOf(result)).toMatchObject({ ok: true, job: "prune-artifacts", counts: { artifacts: 1 }, bytesFreed: "10" });
@@ -151,7 +154,7 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
     await rm(archive);
     await mkdir(path.join(archive, "inside"), { recursive: true });
 
-    const result = await runVega(["maintenance", "prune-artifacts"], target.env);
+    const result = await runVega(["maintenance", "prune-artifacts"], target.env, CLI);
 
     expect(result.code).toBe(1);
     expect(summaryOf(result)).toMatchObject({
@@ -164,8 +167,8 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
   });
 
   it("refuses unknown flags and arguments with exit 2", async () => {
-    expect((await runVega(["maintenance", "cleanup", "--force"], target.env)).code).toBe(2);
-    expect((await runVega(["maintenance", "prune-artifacts", "now"], target.env)).code).toBe(2);
+    expect((await runVega(["maintenance", "cleanup", "--force"], target.env, CLI)).code).toBe(2);
+    expect((await runVega(["maintenance", "prune-artifacts", "now"], target.env, CLI)).code).toBe(2);
   });
 
   describe.skipIf(!postgresTestUrl)("while another cleanup runs (PostgreSQL)", () => {
@@ -178,7 +181,7 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
       await holder.connect();
       try {
         await holder.query(`SELECT pg_advisory_lock($1::int4, $2::int4)`, [CLEANUP_LOCK.namespace, CLEANUP_LOCK.run]);
-        const result = await runVega(["maintenance", "cleanup"], target.env);
+        const result = await runVega(["maintenance", "cleanup"], target.env, CLI);
         expect(result.code).toBe(75);
         expect(summaryOf(result)).toMatchObject({
           ok: false,
@@ -198,7 +201,7 @@ describe("vega maintenance on a database not migrated yet", () => {
   it("exits 1 and says to run migrate first", async () => {
     const target = await createTarget();
     try {
-      const result = await runVega(["maintenance", "cleanup"], target.env);
+      const result = await runVega(["maintenance", "cleanup"], target.env, CLI);
       expect(result.code).toBe(1);
       expect(summaryOf(result)).toMatchObject({ ok: false, job: "cleanup", error: expect.stringContaining("run `vega maintenance migrate` first") });
     } finally {
@@ -233,7 +236,7 @@ describe("vega maintenance run-remote", () => {
   it("runs the job as the environment's vega-maintenance task and exits 0 when it does", async () => {
     stopWith(0);
 
-    const result = await runVega(["maintenance", "run-remote", "migrate", "--env", "dev"], awsEnv());
+    const result = await runVega(["maintenance", "run-remote", "migrate", "--env", "dev"], awsEnv(), CLI);
 
     expect(result.code, result.stderr).toBe(0);
     const [runTask] = ecs.requests.filter((request) => request.operation === "RunTask");
@@ -266,7 +269,7 @@ describe("vega maintenance run-remote", () => {
   it("exits with a failing task's exit code and prints its stopped reason", async () => {
     stopWith(3, "Essential container in task exited");
 
-    const result = await runVega(["maintenance", "run-remote", "cleanup", "--dry-run", "--env", "prod", "--cluster", "ops", "--task-definition", "maint:7"], awsEnv());
+    const result = await runVega(["maintenance", "run-remote", "cleanup", "--dry-run", "--env", "prod", "--cluster", "ops", "--task-definition", "maint:7"], awsEnv(), CLI);
 
     expect(result.code).toBe(3);
     expect(summaryOf(result)).toMatchObject({ ok: false, remoteJob: "cleanup", args: ["--dry-run"], cluster: "ops", exitCode: 3, stoppedReason: "Essential container in task exited" });
@@ -279,7 +282,7 @@ describe("vega maintenance run-remote", () => {
     ecs.onRunTask((task) => {
       ecs.setTaskState(task.taskArn, { lastStatus: "RUNNING" });
     });
-    const child = runVega(["maintenance", "run-remote", "prune-artifacts", "--env", "dev"], awsEnv());
+    const child = runVega(["maintenance", "run-remote", "prune-artifacts", "--env", "dev"], awsEnv(), CLI);
     // Stop the task once the command has seen it running.
     while (ecs.calls("DescribeTasks") === 0) await new Promise((resolve) => setTimeout(resolve, 20));
     const taskArn = [...ecs.tasks.keys()][0];
@@ -297,7 +300,7 @@ describe("vega maintenance run-remote", () => {
       ecs.setTaskState(task.taskArn, { lastStatus: "RUNNING" });
     });
 
-    const result = await runVega(["maintenance", "run-remote", "migrate", "--env", "dev", "--timeout", "1"], awsEnv());
+    const result = await runVega(["maintenance", "run-remote", "migrate", "--env", "dev", "--timeout", "1"], awsEnv(), CLI);
 
     expect(result.code).toBe(124);
     expect(summaryOf(result)).toMatchObject({ ok: false, lastStatus: "RUNNING", error: expect.stringContaining("left running") });
@@ -307,16 +310,16 @@ describe("vega maintenance run-remote", () => {
   it("exits 1 with ECS's reason when no task starts", async () => {
     ecs.failNextRunTasks(1, { reason: "Capacity is unavailable at this time" });
 
-    const result = await runVega(["maintenance", "run-remote", "migrate", "--env", "dev"], awsEnv());
+    const result = await runVega(["maintenance", "run-remote", "migrate", "--env", "dev"], awsEnv(), CLI);
 
     expect(result.code).toBe(1);
     expect(summaryOf(result)).toMatchObject({ ok: false, error: "ECS started no task: Capacity is unavailable at this time" });
   });
 
   it("refuses a missing --env or an unknown job with exit 2, before calling ECS", async () => {
-    expect((await runVega(["maintenance", "run-remote", "migrate"], awsEnv())).code).toBe(2);
-    expect((await runVega(["maintenance", "run-remote", "migrat", "--env", "dev"], awsEnv())).code).toBe(2);
-    expect((await runVega(["maintenance", "run-remote", "run-remote", "--env", "dev"], awsEnv())).code).toBe(2);
+    expect((await runVega(["maintenance", "run-remote", "migrate"], awsEnv(), CLI)).code).toBe(2);
+    expect((await runVega(["maintenance", "run-remote", "migrat", "--env", "dev"], awsEnv(), CLI)).code).toBe(2);
+    expect((await runVega(["maintenance", "run-remote", "run-remote", "--env", "dev"], awsEnv(), CLI)).code).toBe(2);
     expect(ecs.requests).toHaveLength(0);
   });
 
