@@ -16,7 +16,7 @@ import { createEcsLauncher } from "../worker/launchers/ecs.ts";
 import { runVega, type CliResult } from "./support/cli.ts";
 import { createPostgresDatabase, postgresTestUrl } from "./support/database.ts";
 import { startEcsEndpoint, type EcsEndpoint } from "./support/ecs-endpoint.ts";
-import { ecsClientEnv, insertScansInBulk } from "./support/recovery.ts";
+import { ecsClientEnv, insertScansInBulk, testEcsLauncherOptions } from "./support/recovery.ts";
 
 const longAgo = () => new Date(Date.now() - 2 * 3600_000);
 
@@ -70,14 +70,7 @@ describe("vega maintenance recover-stale", () => {
   it("prints what it would do with --dry-run and changes nothing; without, applies it; a second run finds nothing more", async () => {
     const client = new ECSClient({ endpoint: ecs.url, region: "us-east-1", credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" }, maxAttempts: 1 });
     const launcher = createEcsLauncher({
-      cluster: "vega",
-      taskDefinition: "vega-runner:1",
-      containerName: "runner",
-      launchType: "FARGATE",
-      capacityProviders: [],
-      subnets: [],
-      securityGroups: [],
-      assignPublicIp: false,
+      ...testEcsLauncherOptions,
       client,
     });
     const request = (scanId: string) => ({ scanId, attempt: 1, apiUrl: "http://api.internal/graphql", runnerToken: "unused" });

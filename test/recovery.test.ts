@@ -17,7 +17,7 @@ import { createRecoveryStep } from "../worker/recovery.ts";
 import { ScanExecutionLoop } from "../worker/scan-loop.ts";
 import { startEcsEndpoint, type EcsEndpoint } from "./support/ecs-endpoint.ts";
 import { CLAIM, REPORT_STARTED, registerTestWorker } from "./support/execution.ts";
-import { ecsClientEnv, eventCountsByCode, insertScansInBulk, queueScan, setProcessEnv, waitFor } from "./support/recovery.ts";
+import { ecsClientEnv, eventCountsByCode, insertScansInBulk, queueScan, setProcessEnv, testEcsLauncherOptions, waitFor } from "./support/recovery.ts";
 import { errorCodes, startTestServer, type TestServer } from "./support/server.ts";
 
 const HOUR = 3600_000;
@@ -59,14 +59,7 @@ afterAll(async () => {
 /** The real ECS launcher (real SDK, retries off), as a worker would hold it: RunTask makes tasks the endpoint knows. */
 function ecsLauncher(): Launcher {
   const launcher = createEcsLauncher({
-    cluster: "vega",
-    taskDefinition: "vega-runner:1",
-    containerName: "runner",
-    launchType: "FARGATE",
-    capacityProviders: [],
-    subnets: [],
-    securityGroups: [],
-    assignPublicIp: false,
+    ...testEcsLauncherOptions,
     retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
   });
   launchers.push(launcher);

@@ -20,7 +20,7 @@ import { recoverStaleScansNow } from "../../src/services/recovery-runner.ts";
 import { createEcsLauncher } from "../../worker/launchers/ecs.ts";
 import { openTestDatabase, postgresTestUrl } from "../support/database.ts";
 import { startEcsEndpoint } from "../support/ecs-endpoint.ts";
-import { ecsClientEnv, insertScansInBulk, setProcessEnv } from "../support/recovery.ts";
+import { ecsClientEnv, insertScansInBulk, setProcessEnv, testEcsLauncherOptions } from "../support/recovery.ts";
 
 const SCANS = 10_000;
 const STOPPED = 5_000;
@@ -101,14 +101,7 @@ export default async function (): Promise<void> {
 
     const describeOnly = async () => {
       const launcher = createEcsLauncher({
-        cluster: "vega",
-        taskDefinition: "vega-runner:1",
-        containerName: "runner",
-        launchType: "FARGATE",
-        capacityProviders: [],
-        subnets: [],
-        securityGroups: [],
-        assignPublicIp: false,
+        ...testEcsLauncherOptions,
       });
       try {
         const begin = performance.now();

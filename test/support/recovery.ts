@@ -7,6 +7,7 @@
 import { randomUUID } from "node:crypto";
 import net from "node:net";
 import type { PrismaClient } from "../../src/db/client.ts";
+import type { EcsLauncherOptions } from "../../worker/launchers/ecs.ts";
 import { CLAIM, registerTestWorker, REPORT_STARTED } from "./execution.ts";
 import { ensureUserRow } from "./fixtures.ts";
 import type { TestServer } from "./server.ts";
@@ -184,3 +185,15 @@ export async function startSilentEndpoint(): Promise<{ url: string; connections(
     },
   };
 }
+
+/** The runner launcher a recovering worker holds in these tests: the endpoint's cluster and task definition, no network config. */
+export const testEcsLauncherOptions = {
+  cluster: "vega",
+  taskDefinition: "vega-runner:1",
+  containerName: "runner",
+  launchType: "FARGATE",
+  capacityProviders: [],
+  subnets: [],
+  securityGroups: [],
+  assignPublicIp: false,
+} satisfies Partial<EcsLauncherOptions>;
