@@ -3,7 +3,7 @@
  * secret generated once into VEGA_DATA_DIR so `vega token` and the server
  * agree), or tokens of an OIDC/Cognito issuer verified against its JWKS.
  * Claims: `sub`; groups from `groups` or `cognito:groups`; `vega_scope` for
- * service tokens (`worker`, or `runner` with `vega_scan_id`).
+ * service tokens (`worker`, or `runner` with `vega_scan_id` and `vega_attempt`).
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -21,6 +21,8 @@ export interface Principal {
   scope: PrincipalScope;
   /** For runner tokens: the one scan the token may report on. */
   scanId?: string;
+  /** For runner tokens: the claim of that scan it was minted for; a later claim supersedes it. */
+  attempt?: number;
   /** For worker tokens returned by registerWorker: the one worker the token may beat for. */
   workerId?: string;
 }
@@ -30,6 +32,7 @@ export interface TokenRequest {
   groups?: string[];
   scope?: PrincipalScope;
   scanId?: string;
+  attempt?: number;
   workerId?: string;
   ttlSeconds: number;
 }
@@ -77,6 +80,7 @@ export async function signToken(key: Uint8Array, request: TokenRequest): Promise
   const claims: JWTPayload & Record<string, unknown> = { groups: request.groups ?? [] };
   if (request.scope && request.scope !== "user") claims.vega_scope = request.scope;
   if (request.scanId) claims.vega_scan_id = request.scanId;
+  if (request.attempt !== undefined) claims.vega_attempt = request.attempt;
   if (request.workerId) claims.vega_worker_id = request.workerId;
   return new SignJWT(claims)
     .setProtectedHeader({ alg: HS256 })
@@ -137,6 +141,8 @@ function principalFromClaims(payload: JWTPayload): Principal {
   if (principal.scope === "runner") {
     if (typeof payload.vega_scan_id !== "string") throw unauthenticated("Runner token has no vega_scan_id");
     principal.scanId = payload.vega_scan_id;
+    // Tokens minted before claims carried attempts have none: they are refused where a runner reports.
+    if (Number.isSafeInteger(payload.vega_attempt)) principal.attempt = payload.vega_attempt as number;
   }
   if (principal.scope === "worker" && typeof payload.vega_worker_id === "string") {
     principal.workerId = payload.vega_worker_id;

@@ -96,6 +96,13 @@ export const settings = {
   workerHeartbeatIntervalSeconds: setting("VEGA_WORKER_HEARTBEAT_INTERVAL_SECONDS", "15", positiveInteger, "how often a worker heartbeats"),
   workerHeartbeatTtlSeconds: setting("VEGA_WORKER_HEARTBEAT_TTL_SECONDS", "60", positiveInteger, "when a worker counts as stale"),
   scanRunningStaleSeconds: setting("VEGA_SCAN_RUNNING_STALE_SECONDS", "21600", positiveInteger, "when a running scan is checked for a dead task"),
+  scanHeartbeatTtlSeconds: setting(
+    "VEGA_SCAN_HEARTBEAT_TTL_SECONDS",
+    "120",
+    positiveInteger,
+    "a running scan whose runner has not reported for this long is stopped (RUNNER_HUNG) or, its task gone, failed (RUNNER_EXITED)",
+  ),
+  scanTimeoutSeconds: setting("VEGA_SCAN_TIMEOUT_SECONDS", "3600", positiveInteger, "a scan running longer than this is stopped and failed (SCAN_TIMEOUT)"),
   sessionTtlSeconds: setting("VEGA_SESSION_TTL_SECONDS", "86400", positiveInteger, "how long a session stays open without being closed"),
 
   // API server
@@ -132,7 +139,13 @@ export const settings = {
   scanMaxAttempts: setting("VEGA_SCAN_MAX_ATTEMPTS", "3", positiveInteger, "claims of one scan before it fails with ATTEMPTS_EXHAUSTED"),
   launcher: setting("VEGA_LAUNCHER", "local", oneOf("local", "ecs"), "how runners start: a child process or an ECS task"),
   runnerTokenTtlSeconds: setting("VEGA_RUNNER_TOKEN_TTL_SECONDS", "86400", positiveInteger, "lifetime of the token handed to a runner"),
-  runnerFindingsBatch: setting("VEGA_RUNNER_FINDINGS_BATCH", "500", positiveInteger, "findings per addFindings call from a runner (the API takes at most 1000)"),
+  runnerFindingsBatch: setting(
+    "VEGA_RUNNER_FINDINGS_BATCH",
+    "500",
+    positiveInteger,
+    "findings per addFindings call from a runner (the API takes at most 1000); fewer are sent at least every 2 s",
+  ),
+  runnerHeartbeatSeconds: setting("VEGA_RUNNER_HEARTBEAT_SECONDS", "15", positiveInteger, "how often a runner reports its progress (its heartbeat)"),
   scanId: setting("VEGA_SCAN_ID", "", optionalText, "the runner's scan (set by the launcher)"),
   runnerToken: setting("VEGA_RUNNER_TOKEN", "", optionalText, "the runner's token bound to its scan (set by the launcher)"),
   ecsCluster: setting("VEGA_ECS_CLUSTER", "", optionalText, "cluster for runner tasks"),
@@ -182,6 +195,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(
       `VEGA_WORKER_HEARTBEAT_TTL_SECONDS=${config.workerHeartbeatTtlSeconds} must be greater than ` +
         `VEGA_WORKER_HEARTBEAT_INTERVAL_SECONDS=${config.workerHeartbeatIntervalSeconds}, or every worker looks stale`,
+    );
+  }
+  if (config.scanHeartbeatTtlSeconds <= config.runnerHeartbeatSeconds) {
+    throw new ConfigError(
+      `VEGA_SCAN_HEARTBEAT_TTL_SECONDS=${config.scanHeartbeatTtlSeconds} must be greater than ` +
+        `VEGA_RUNNER_HEARTBEAT_SECONDS=${config.runnerHeartbeatSeconds}, or every runner looks hung`,
     );
   }
   if (config.ecsAssignPublicIp === undefined) config.ecsAssignPublicIp = false;

@@ -18,6 +18,25 @@ export interface ScanStateChangePayload {
   eventId: string | null;
 }
 
+export type ScanPhase = "DOWNLOADING" | "EXTRACTING" | "ANALYZING" | "REPORTING";
+
+/** A runner's progress report, as stored in Scan.progress and published on scanProgress. */
+export interface ScanProgressSnapshot {
+  phase: ScanPhase;
+  filesDone: number | null;
+  filesTotal: number | null;
+  bytesDone: number | null;
+  bytesTotal: number | null;
+  findings: number;
+  updatedAt: string;
+}
+
+export interface ScanProgressPayload {
+  scanId: string;
+  workspaceId: string;
+  progress: ScanProgressSnapshot;
+}
+
 export interface WorkerSnapshot {
   id: string;
   name: string;
@@ -60,6 +79,7 @@ export function createVegaPubSub(config: Pick<Config, "redisUrl">) {
   }
   const pubsub = createPubSub<{
     scanStateChanged: [ScanStateChangePayload];
+    scanProgress: [ScanProgressPayload];
     workerEvent: [WorkerEventPayload];
     cleanupRunUpdated: [CleanupRunPayload];
   }>(eventTarget ? { eventTarget } : undefined);

@@ -39,6 +39,8 @@ const serverEnv = (extra: Record<string, string> = {}) => ({
   VEGA_ECS_TASK_DEFINITION: "vega-runner:1",
   VEGA_MAX_ACTIVE_SCANS_PER_USER: "1000",
   VEGA_SCAN_RUNNING_STALE_SECONDS: String(STALE_AFTER_SECONDS),
+  // Past the age of every scan here: these tests are about the stale sweep (the timeout has tests of its own).
+  VEGA_SCAN_TIMEOUT_SECONDS: String(4 * STALE_AFTER_SECONDS),
   ...extra,
 });
 
@@ -216,10 +218,21 @@ describe("orphaned claims", () => {
   });
   afterAll(() => server?.close());
 
-  /** Another worker's recovery step (worker/recovery.ts), run in this process against the server. */
+  let recoverer: { id: string; token: string } | undefined;
+
+  /**
+   * Another worker's recovery step (worker/recovery.ts), run in this process against the server: always the
+   * same live worker, which heartbeats first, so that it holds the recovery lease and sweeps others' claims.
+   */
   async function recoverAsAnotherWorker() {
-    const recoverer = await registerTestWorker(server, `recoverer-${randomBytes(3).toString("hex")}`);
-    const api = createApiClient({ url: server.graphqlUrl, token: () => recoverer.token });
+    recoverer ??= await registerTestWorker(server, `recoverer-${randomBytes(3).toString("hex")}`);
+    const heartbeat = await server.gql(
+      `mutation ($id: ID!) { workerHeartbeat(id: $id, input: { activeScans: 0, draining: false }) { id } }`,
+      { id: recoverer.id },
+      recoverer.token,
+    );
+    expect(heartbeat.body.errors).toBeUndefined();
+    const api = createApiClient({ url: server.graphqlUrl, token: () => recoverer!.token });
     const launcher = createLocalLauncher({ command: [process.execPath, "-e", ""] });
     try {
       await createRecoveryStep(launcher, silent)(api, recoverer.id);

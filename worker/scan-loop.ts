@@ -121,7 +121,7 @@ export class ScanExecutionLoop implements ScanLoop {
     held.taskId = taskId;
     this.launcher.waitForExit?.(taskId).then(() => this.wake(), () => {});
     try {
-      await api.request(ReportScanStartedDocument, { scanId, taskId });
+      await api.request(ReportScanStartedDocument, { scanId, taskId, attempt });
       this.log.info({ scanId, taskId, attempt }, "runner launched");
     } catch (error) {
       // CONFLICT: cancelled, or requeued as an orphaned claim while this launch was slow. FORBIDDEN: requeued

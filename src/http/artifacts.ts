@@ -1,8 +1,9 @@
 /**
  * GET /v1/artifacts/:id — streams a stored file. Runners fetch their scan's
- * source archive here with their runner token; members of the artifact's
- * workspace (and operators) may download it too. Anyone else gets NOT_FOUND,
- * as for a missing artifact.
+ * source archive here with their runner token, while their claim is the scan's
+ * current one (CONFLICT once the scan ended or was claimed again); members of
+ * the artifact's workspace (and operators) may download it too. Anyone else
+ * gets NOT_FOUND, as for a missing artifact.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
@@ -10,6 +11,7 @@ import type { GraphQLError } from "graphql";
 import { authenticate, type Deps, type Viewer } from "../context.ts";
 import { errorCodeOf, notFound, unauthenticated } from "../errors.ts";
 import type { Artifact } from "../generated/prisma/client.ts";
+import { currentRunnerScan } from "../services/scan-execution.ts";
 import { sendError } from "./respond.ts";
 
 export const ARTIFACT_ROUTE = /^\/v1\/artifacts\/([0-9a-f-]{36})$/;
@@ -17,8 +19,8 @@ export const ARTIFACT_ROUTE = /^\/v1\/artifacts\/([0-9a-f-]{36})$/;
 async function mayRead(deps: Deps, viewer: Viewer, artifact: Artifact): Promise<boolean> {
   if (viewer.isOperator) return true;
   if (viewer.principal.scope === "runner") {
-    const scan = await deps.prisma.scan.findUnique({ where: { id: viewer.principal.scanId! }, select: { sourceArtifactId: true } });
-    return scan?.sourceArtifactId === artifact.id;
+    const scan = await currentRunnerScan(deps, viewer.principal, viewer.principal.scanId!);
+    return scan.sourceArtifactId === artifact.id;
   }
   if (!viewer.user) return false;
   const membership = await deps.prisma.membership.findUnique({

@@ -5,18 +5,21 @@ import {
   claimScans,
   completeScan,
   reportLaunchFailed,
+  reportScanProgress,
   reportScanStarted,
   type ClaimedScan,
 } from "../services/scan-execution.ts";
 import { builder } from "./builder.ts";
-import { ScanEventRef, ScanRef, SeverityEnum } from "./scans.ts";
+import { ScanEventRef, ScanPhaseEnum, ScanProgressRef, ScanRef, SeverityEnum } from "./scans.ts";
 
 const ClaimedScanRef = builder.objectRef<ClaimedScan>("ClaimedScan").implement({
   description: "A scan a worker claimed: launch a runner for it with this token.",
   fields: (t) => ({
     scan: t.field({ type: ScanRef, resolve: (claim) => claim.scan }),
     attempt: t.exposeInt("attempt", { description: "The claim count; with the scan id it makes a launch idempotent." }),
-    runnerToken: t.exposeString("runnerToken", { description: "A token with vega_scope=runner bound to this scan." }),
+    runnerToken: t.exposeString("runnerToken", {
+      description: "A token with vega_scope=runner bound to this scan and this claim: refused once the scan ends or is claimed again.",
+    }),
     sourceArtifactId: t.id({ resolve: (claim) => claim.scan.sourceArtifactId }),
   }),
 });
@@ -34,10 +37,16 @@ builder.mutationField("claimScans", (t) =>
 builder.mutationField("reportScanStarted", (t) =>
   t.field({
     type: ScanRef,
-    description: "STARTING → RUNNING with the launched task's id. CONFLICT if the scan was cancelled meanwhile.",
+    description:
+      "STARTING → RUNNING with the launched task's id (or, when the runner reported first, records the task of the RUNNING " +
+      "scan). CONFLICT if the scan was cancelled, requeued or claimed again (another `attempt`) meanwhile: stop the task.",
     authScopes: { worker: true },
-    args: { scanId: t.arg.id({ required: true }), taskId: t.arg.string({ required: true }) },
-    resolve: (_root, { scanId, taskId }, ctx) => reportScanStarted(ctx.deps, ctx.viewer!.principal, String(scanId), taskId),
+    args: {
+      scanId: t.arg.id({ required: true }),
+      taskId: t.arg.string({ required: true }),
+      attempt: t.arg.int({ required: false, description: "The claim this launch is for (ClaimedScan.attempt)." }),
+    },
+    resolve: (_root, { scanId, taskId, attempt }, ctx) => reportScanStarted(ctx.deps, ctx.viewer!.principal, String(scanId), taskId, attempt),
   }),
 );
 
@@ -112,6 +121,30 @@ builder.mutationField("addFindings", (t) =>
   }),
 );
 
+const ScanProgressInput = builder.inputType("ScanProgressInput", {
+  description: "Counts a phase knows; totals once known. Files and bytes of DOWNLOADING are the archive's, of EXTRACTING its entries, of ANALYZING the files read.",
+  fields: (t) => ({
+    phase: t.field({ type: ScanPhaseEnum, required: true }),
+    filesDone: t.int({ required: false }),
+    filesTotal: t.int({ required: false }),
+    bytesDone: t.field({ type: "BigInt", required: false }),
+    bytesTotal: t.field({ type: "BigInt", required: false }),
+    findings: t.int({ required: true, description: "Findings found so far." }),
+  }),
+});
+
+builder.mutationField("reportScanProgress", (t) =>
+  t.field({
+    type: ScanProgressRef,
+    description:
+      "The runner's heartbeat: its progress on its own scan, kept as Scan.progress and published on scanProgress. The first " +
+      "report of a STARTING scan moves it to RUNNING. CONFLICT once the scan has ended or was claimed again: stop.",
+    authScopes: { runner: true },
+    args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: ScanProgressInput, required: true }) },
+    resolve: (_root, { scanId, input }, ctx) => reportScanProgress(ctx.deps, ctx.viewer!.principal, String(scanId), input),
+  }),
+);
+
 const CompletionStatus = builder.enumType("CompletionStatus", { values: ["SUCCEEDED", "FAILED"] as const });
 
 const CompleteScanInput = builder.inputType("CompleteScanInput", {
@@ -125,7 +158,9 @@ const CompleteScanInput = builder.inputType("CompleteScanInput", {
 builder.mutationField("completeScan", (t) =>
   t.field({
     type: ScanRef,
-    description: "The runner's last report: RUNNING → SUCCEEDED or FAILED. CONFLICT if the scan was cancelled.",
+    description:
+      "The runner's last report: RUNNING (or STARTING, through RUNNING) → SUCCEEDED or FAILED. CONFLICT if the scan was " +
+      "cancelled, recovered or claimed again.",
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: CompleteScanInput, required: true }) },
     resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!.principal, String(scanId), input),

@@ -1,4 +1,5 @@
 import type { Artifact, Finding, Scan, ScanEvent } from "../generated/prisma/client.ts";
+import type { ScanProgressPayload, ScanProgressSnapshot } from "../pubsub.ts";
 import type { FindingCounts } from "../services/loaders.ts";
 import { decodeCursor, pageSize, toConnection } from "../services/pagination.ts";
 import {
@@ -7,6 +8,7 @@ import {
   getVisibleScan,
   listScans,
   resolveScanStateChange,
+  subscribeToScanProgress,
   subscribeToScanStateChanges,
 } from "../services/scans.ts";
 import { submitScan } from "../services/submissions.ts";
@@ -19,6 +21,28 @@ export const ScanStatusEnum = builder.enumType("ScanStatus", {
 
 export const SeverityEnum = builder.enumType("Severity", {
   values: ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"] as const,
+});
+
+export const ScanPhaseEnum = builder.enumType("ScanPhase", {
+  values: {
+    DOWNLOADING: { description: "Fetching the source archive (bytes of the archive)." },
+    EXTRACTING: { description: "Extracting it (entries and uncompressed bytes written)." },
+    ANALYZING: { description: "Running the analyzers (files gone through of those listed, bytes read)." },
+    REPORTING: { description: "Sending the last findings and completing the scan." },
+  } as const,
+});
+
+export const ScanProgressRef = builder.objectRef<ScanProgressSnapshot>("ScanProgress").implement({
+  description: "A runner's progress report (its heartbeat, every VEGA_RUNNER_HEARTBEAT_SECONDS). Totals are null until the phase knows them.",
+  fields: (t) => ({
+    phase: t.field({ type: ScanPhaseEnum, resolve: (progress) => progress.phase }),
+    filesDone: t.exposeInt("filesDone", { nullable: true }),
+    filesTotal: t.exposeInt("filesTotal", { nullable: true }),
+    bytesDone: t.field({ type: "BigInt", nullable: true, resolve: (progress) => progress.bytesDone }),
+    bytesTotal: t.field({ type: "BigInt", nullable: true, resolve: (progress) => progress.bytesTotal }),
+    findings: t.exposeInt("findings", { description: "Findings the runner had found when it reported." }),
+    updatedAt: t.field({ type: "DateTime", resolve: (progress) => progress.updatedAt }),
+  }),
 });
 
 export const ScanEventRef = builder.objectRef<ScanEvent>("ScanEvent").implement({
@@ -95,6 +119,18 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
     finishedAt: t.field({ type: "DateTime", nullable: true, resolve: (scan) => scan.finishedAt }),
     errorCode: t.exposeString("errorCode", { nullable: true }),
     errorMessage: t.exposeString("errorMessage", { nullable: true }),
+    lastHeartbeatAt: t.field({
+      type: "DateTime",
+      nullable: true,
+      description: "When the runner last reported its progress; a running scan silent for VEGA_SCAN_HEARTBEAT_TTL_SECONDS is stopped.",
+      resolve: (scan) => scan.lastHeartbeatAt,
+    }),
+    progress: t.field({
+      type: ScanProgressRef,
+      nullable: true,
+      description: "The runner's last progress report; null until it sends one.",
+      resolve: (scan) => scan.progress as ScanProgressSnapshot | null,
+    }),
     events: t.connection({
       type: ScanEventRef,
       resolve: async (scan, args, ctx) => {
@@ -205,6 +241,31 @@ builder.subscriptionField("scanStateChanged", (t) =>
         workspaceId: args.workspaceId ? String(args.workspaceId) : undefined,
       }),
     resolve: (payload, _args, ctx) => resolveScanStateChange(ctx, payload),
+  }),
+);
+
+const ScanProgressEventRef = builder.objectRef<ScanProgressPayload>("ScanProgressEvent").implement({
+  fields: (t) => ({
+    scanId: t.exposeID("scanId"),
+    progress: t.field({ type: ScanProgressRef, resolve: (event) => event.progress }),
+    scan: t.field({
+      type: ScanRef,
+      description: "The scan as it is now (read when asked for; the progress alone needs no read).",
+      resolve: (event, _args, ctx) => getVisibleScan(ctx, event.scanId),
+    }),
+  }),
+});
+
+builder.subscriptionField("scanProgress", (t) =>
+  t.field({
+    type: ScanProgressEventRef,
+    description:
+      "Every progress report of one running scan's runner (every VEGA_RUNNER_HEARTBEAT_SECONDS). Members of the scan's " +
+      "workspace, or operators for any scan; any other id answers NOT_FOUND.",
+    authScopes: { authenticated: true },
+    args: { scanId: t.arg.id({ required: true }) },
+    subscribe: (_root, { scanId }, ctx) => subscribeToScanProgress(ctx, String(scanId)),
+    resolve: (payload) => payload,
   }),
 );
 

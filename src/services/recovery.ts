@@ -1,13 +1,31 @@
 /**
  * Applying stale-scan recovery (the decisions of src/hardening/recovery-rules.ts).
- * Workers send their decisions through Mutation.recoverScans; the maintenance
- * task and Mutation.recoverStaleScans run the whole sweep here, asking the
- * configured launcher about tasks themselves.
+ * Workers send their decisions through Mutation.recoverScans, where the API
+ * checks each one against its own rows (recoveryAuthority) before applying it;
+ * the maintenance task and Mutation.recoverStaleScans run the whole sweep
+ * here, asking the configured launcher about tasks themselves.
+ *
+ * What a worker sweeps: the RUNNING scans it holds, always; and, while it holds
+ * the recovery lease, the scans of other workers that need it (their worker is
+ * stale or gone, or they are past the heartbeat TTL, the timeout or the stale
+ * threshold) and orphaned claims. One lease holder at a time, so that N workers
+ * do not each describe every task of the fleet at every poll.
  */
 import type { Principal } from "../auth.ts";
+import type { Config } from "../config.ts";
 import type { Deps } from "../context.ts";
+import type { PrismaClient } from "../db/client.ts";
 import { badUserInput } from "../errors.ts";
-import { planRecovery, type OrphanedScan, type RecoveryDecision, type RunningScan } from "../hardening/recovery-rules.ts";
+import {
+  planRecovery,
+  recoveryAuthority,
+  type OrphanedScan,
+  type RecoveryAction,
+  type RecoveryDecision,
+  type RecoveryPolicy,
+  type RunningScan,
+} from "../hardening/recovery-rules.ts";
+import { stopTasksBeforeFailing, type StopLogger } from "../hardening/recovery-stops.ts";
 import type { Prisma } from "../generated/prisma/client.ts";
 import type { Launcher } from "../../worker/launchers/types.ts";
 import { recordAudit } from "./audit.ts";
@@ -21,42 +39,135 @@ export const MAX_RUNNING_CANDIDATES = 10_000;
 export const MAX_ORPHANED_CANDIDATES = 1_000;
 /** Decisions applied per statement batch. */
 const APPLY_BATCH = 500;
+/** Refused decisions named in one audit entry (the count covers all of them). */
+const AUDITED_REFUSALS = 100;
+const RECOVERY_LEASE = "recovery-sweep";
+
+export const auditRecoveryRefused = "scan.recoverRefused";
+
+export function recoveryPolicy(config: Config, now: Date): RecoveryPolicy {
+  return {
+    now,
+    staleAfterSeconds: config.scanRunningStaleSeconds,
+    heartbeatTtlSeconds: config.scanHeartbeatTtlSeconds,
+    timeoutSeconds: config.scanTimeoutSeconds,
+    maxAttempts: config.scanMaxAttempts,
+  };
+}
+
+/** A worker that can no longer act for its scans: deregistered, or silent past VEGA_WORKER_HEARTBEAT_TTL_SECONDS. */
+function goneWorker(config: Config, now: Date): Prisma.WorkerWhereInput {
+  const staleBefore = new Date(now.getTime() - config.workerHeartbeatTtlSeconds * 1000);
+  return { OR: [{ deregisteredAt: { not: null } }, { lastHeartbeatAt: { lt: staleBefore } }] };
+}
+
+/** Whose scans a sweep looks at: every scan (the operator's and the maintenance task's sweep), or one worker's view. */
+export type SweepScope = { everything: true } | { workerId: string; sweepsOthers: boolean };
 
 export interface RecoveryCandidates {
   running: RunningScan[];
   orphaned: OrphanedScan[];
 }
 
-/** RUNNING scans with a task, oldest first, and STARTING scans whose worker is stale, deregistered or gone. */
-export async function listRecoveryCandidates(deps: Pick<Deps, "prisma" | "config">, now = new Date()): Promise<RecoveryCandidates> {
+/**
+ * RUNNING scans, oldest first, and STARTING scans whose worker is stale,
+ * deregistered or gone. For a worker: the scans it holds, and, when it sweeps
+ * others', those of gone workers and those past a threshold by the API's clock.
+ */
+export async function listRecoveryCandidates(deps: Pick<Deps, "prisma" | "config">, scope: SweepScope, now = new Date()): Promise<RecoveryCandidates> {
+  const sweepsOthers = "everything" in scope || scope.sweepsOthers;
+  const config = deps.config;
+  const silentBefore = new Date(now.getTime() - config.scanHeartbeatTtlSeconds * 1000);
+  const overdueStartBefore = new Date(now.getTime() - Math.min(config.scanTimeoutSeconds, config.scanRunningStaleSeconds) * 1000);
+  const runningWhere: Prisma.ScanWhereInput =
+    "everything" in scope
+      ? { status: "RUNNING" }
+      : {
+          status: "RUNNING",
+          OR: [
+            { workerId: scope.workerId },
+            ...(scope.sweepsOthers
+              ? [
+                  { workerId: null },
+                  { worker: goneWorker(config, now) },
+                  { lastHeartbeatAt: { lt: silentBefore } },
+                  { startedAt: { lt: overdueStartBefore } },
+                ]
+              : []),
+          ],
+        };
   const running = await deps.prisma.scan.findMany({
-    where: { status: "RUNNING", taskId: { not: null } },
+    where: runningWhere,
     orderBy: [{ startedAt: "asc" }, { id: "asc" }],
     take: MAX_RUNNING_CANDIDATES,
-    select: { id: true, taskId: true, startedAt: true, staleWarnedAt: true },
+    select: { id: true, taskId: true, startedAt: true, lastHeartbeatAt: true, staleWarnedAt: true },
   });
-  const staleBefore = new Date(now.getTime() - deps.config.workerHeartbeatTtlSeconds * 1000);
-  const orphaned = await deps.prisma.scan.findMany({
-    where: {
-      status: "STARTING",
-      OR: [{ workerId: null }, { worker: { deregisteredAt: { not: null } } }, { worker: { lastHeartbeatAt: { lt: staleBefore } } }],
-    },
-    orderBy: [{ claimedAt: "asc" }, { id: "asc" }],
-    take: MAX_ORPHANED_CANDIDATES,
-    select: { id: true, attempts: true, workerId: true },
-  });
+  const orphaned = sweepsOthers
+    ? await deps.prisma.scan.findMany({
+        where: { status: "STARTING", OR: [{ workerId: null }, { worker: goneWorker(config, now) }] },
+        orderBy: [{ claimedAt: "asc" }, { id: "asc" }],
+        take: MAX_ORPHANED_CANDIDATES,
+        select: { id: true, attempts: true, workerId: true },
+      })
+    : [];
   return {
-    running: running.map((scan) => ({ id: scan.id, taskId: scan.taskId!, startedAt: scan.startedAt ?? now, warned: scan.staleWarnedAt !== null })),
+    running: running.map((scan) => ({
+      id: scan.id,
+      taskId: scan.taskId,
+      startedAt: scan.startedAt ?? now,
+      lastHeartbeatAt: scan.lastHeartbeatAt,
+      warned: scan.staleWarnedAt !== null,
+    })),
     orphaned,
   };
+}
+
+/**
+ * Takes or renews the recovery lease for `workerId` and answers whether it
+ * holds it. The lease is free when it has expired or when its holder is
+ * draining, deregistered or stale; it lasts the shorter of the worker and scan
+ * heartbeat TTLs, so a holder that died delays the sweep of others' scans by no
+ * more than a scan's own heartbeat TTL.
+ */
+export async function holdRecoveryLease(prisma: PrismaClient, config: Config, workerId: string, now = new Date()): Promise<boolean> {
+  const expiresAt = new Date(now.getTime() + Math.min(config.workerHeartbeatTtlSeconds, config.scanHeartbeatTtlSeconds) * 1000);
+  const gone = goneWorker(config, now);
+  return prisma.$transaction(async (tx) => {
+    await tx.$executeRaw`
+      INSERT INTO "RecoveryLease" (name, "workerId", "acquiredAt", "expiresAt") VALUES (${RECOVERY_LEASE}, '', ${now}, ${now})
+      ON CONFLICT (name) DO NOTHING`;
+    const [lease] = await tx.$queryRaw<{ workerId: string; acquiredAt: Date; expiresAt: Date }[]>`
+      SELECT "workerId", "acquiredAt", "expiresAt" FROM "RecoveryLease" WHERE name = ${RECOVERY_LEASE} FOR UPDATE`;
+    const candidateAble = await tx.worker.count({ where: { id: workerId, draining: false, NOT: gone } });
+    if (candidateAble === 0) return false;
+    if (lease.workerId !== workerId && lease.expiresAt > now) {
+      const holderAble = await tx.worker.count({ where: { id: lease.workerId, draining: false, NOT: gone } });
+      if (holderAble > 0) return false;
+    }
+    await tx.recoveryLease.update({
+      where: { name: RECOVERY_LEASE },
+      data: { workerId, acquiredAt: lease.workerId === workerId ? lease.acquiredAt : now, expiresAt },
+    });
+    return true;
+  });
+}
+
+/** Query.recoveryCandidates: what one worker's recovery step sweeps, with the policy it decides by. */
+export async function recoveryCandidatesForWorker(deps: Pick<Deps, "prisma" | "config" | "signingKey">, principal: Principal, workerId: string) {
+  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+  const now = new Date();
+  const sweepsOthers = await holdRecoveryLease(deps.prisma, deps.config, workerId, now);
+  return { ...(await listRecoveryCandidates(deps, { workerId, sweepsOthers }, now)), sweepsOthers, policy: recoveryPolicy(deps.config, now) };
 }
 
 export interface RecoveryOutcome {
   scanId: string;
   code: string;
-  action: RecoveryDecision["action"];
-  /** False when another recoverer (or the runner itself) got there first. */
+  action: RecoveryAction;
+  /** False when another recoverer (or the runner itself) got there first, or when the decision was refused. */
   applied: boolean;
+  /** Why the API refused the decision (the worker had no authority over the scan), or null. */
+  refused: string | null;
 }
 
 const taskData = (decision: RecoveryDecision): Prisma.InputJsonValue =>
@@ -70,30 +181,32 @@ const taskData = (decision: RecoveryDecision): Prisma.InputJsonValue =>
           exitCode: decision.task.exitCode ?? null,
           signal: decision.task.signal ?? null,
         },
+        ...(decision.action === "STOP_AND_FAIL" ? { taskStopped: true } : {}),
       }
     : {};
 
 /** Applies decisions, each a compare-and-set on the status it expects. */
 export async function applyRecoveryDecisions(deps: RecoveryDeps, decisions: RecoveryDecision[]): Promise<RecoveryOutcome[]> {
   const applied = new Set<string>();
-  const groups: [RecoveryDecision["action"], "RUNNING" | "STARTING"][] = [
-    ["FAIL", "RUNNING"],
-    ["FAIL", "STARTING"],
-    ["REQUEUE", "STARTING"],
+  const groups: [RecoveryAction[], "RUNNING" | "STARTING", "FAILED" | "QUEUED"][] = [
+    [["FAIL", "STOP_AND_FAIL"], "RUNNING", "FAILED"],
+    [["FAIL"], "STARTING", "FAILED"],
+    [["REQUEUE"], "STARTING", "QUEUED"],
   ];
-  for (const [action, expected] of groups) {
-    const group = decisions.filter((decision) => decision.action === action && decision.expectedStatus === expected);
+  for (const [actions, expected, to] of groups) {
+    const group = decisions.filter((decision) => actions.includes(decision.action) && decision.expectedStatus === expected);
     for (let index = 0; index < group.length; index += APPLY_BATCH) {
       const batch = group.slice(index, index + APPLY_BATCH);
+      const failing = to === "FAILED";
       const results = await transitionScansInBulk(
         deps,
         expected,
-        action === "FAIL" ? "FAILED" : "QUEUED",
+        to,
         batch.map((decision) => ({
           scanId: decision.scanId,
-          errorCode: action === "FAIL" ? decision.code : null,
-          errorMessage: action === "FAIL" ? decision.reason : null,
-          event: { kind: action === "FAIL" ? "ERROR" : "STATE", code: decision.code, message: decision.reason, data: taskData(decision) },
+          errorCode: failing ? decision.code : null,
+          errorMessage: failing ? decision.reason : null,
+          event: { kind: failing ? "ERROR" : "STATE", code: decision.code, message: decision.reason, data: taskData(decision) },
         })),
       );
       for (const result of results) applied.add(result.scanId);
@@ -103,7 +216,13 @@ export async function applyRecoveryDecisions(deps: RecoveryDeps, decisions: Reco
   for (let index = 0; index < warnings.length; index += APPLY_BATCH) {
     for (const scanId of await warnOnce(deps, warnings.slice(index, index + APPLY_BATCH))) applied.add(scanId);
   }
-  return decisions.map((decision) => ({ scanId: decision.scanId, code: decision.code, action: decision.action, applied: applied.has(decision.scanId) }));
+  return decisions.map((decision) => ({
+    scanId: decision.scanId,
+    code: decision.code,
+    action: decision.action,
+    applied: applied.has(decision.scanId),
+    refused: null,
+  }));
 }
 
 /** One warning event per long-running scan whose task lives: staleWarnedAt is the compare-and-set. */
@@ -133,20 +252,64 @@ async function warnOnce(deps: RecoveryDeps, decisions: RecoveryDecision[]): Prom
 
 export interface RecoveryDecisionInput {
   scanId: string;
-  action: RecoveryDecision["action"];
+  action: RecoveryAction;
   expectedStatus: RecoveryDecision["expectedStatus"];
   code: RecoveryDecision["code"];
   reason: string;
   task?: RecoveryDecision["task"] | null;
 }
 
-/** Mutation.recoverScans: a worker's decisions, applied with the same compare-and-set. */
-export async function recoverScansForWorker(deps: RecoveryDeps, principal: Principal, workerId: string, decisions: RecoveryDecisionInput[]) {
+/**
+ * Mutation.recoverScans: a worker's decisions, each checked against the API's
+ * own rows first (recoveryAuthority: the worker holds the scan, its holder is
+ * stale or gone, or it is overdue), then applied with the same compare-and-set.
+ * A refused decision changes nothing, is answered `refused` with the reason,
+ * and is recorded in the audit log.
+ */
+export async function recoverScansForWorker(deps: RecoveryDeps, principal: Principal, workerId: string, inputs: RecoveryDecisionInput[]) {
   authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
-  if (decisions.length > MAX_RUNNING_CANDIDATES) throw badUserInput(`At most ${MAX_RUNNING_CANDIDATES} decisions per call`);
-  return applyRecoveryDecisions(
+  if (inputs.length > MAX_RUNNING_CANDIDATES) throw badUserInput(`At most ${MAX_RUNNING_CANDIDATES} decisions per call`);
+  const decisions: RecoveryDecision[] = inputs.map((input) => ({ ...input, reason: input.reason.slice(0, 2000), task: input.task ?? undefined }));
+  const now = new Date();
+  const policy = recoveryPolicy(deps.config, now);
+  const ids = [...new Set(decisions.map((decision) => decision.scanId))];
+  const [targets, ofGoneWorkers] = await Promise.all([
+    deps.prisma.scan.findMany({ where: { id: { in: ids } }, select: { id: true, status: true, workerId: true, startedAt: true, lastHeartbeatAt: true } }),
+    deps.prisma.scan.findMany({ where: { id: { in: ids }, worker: goneWorker(deps.config, now) }, select: { id: true } }),
+  ]);
+  const gone = new Set(ofGoneWorkers.map((scan) => scan.id));
+  const byId = new Map(targets.map((scan) => [scan.id, { ...scan, workerLive: scan.workerId !== null && !gone.has(scan.id) }]));
+  const refusals = new Map<RecoveryDecision, string>();
+  for (const decision of decisions) {
+    const target = byId.get(decision.scanId);
+    // A scan that no longer exists is simply not applied.
+    if (target && !recoveryAuthority(target, workerId, policy)) {
+      refusals.set(decision, `scan ${decision.scanId} is held by live worker ${target.workerId} and is not past the heartbeat TTL, the timeout or the stale threshold`);
+    }
+  }
+  const outcomes = await applyRecoveryDecisions(
     deps,
-    decisions.map((decision) => ({ ...decision, reason: decision.reason.slice(0, 2000), task: decision.task ?? undefined })),
+    decisions.filter((decision) => !refusals.has(decision)),
+  );
+  if (refusals.size > 0) {
+    const refused = [...refusals.keys()];
+    await recordAudit(deps.prisma, {
+      actor: principal.sub,
+      action: auditRecoveryRefused,
+      target: `Worker:${workerId}`,
+      details: {
+        workerId,
+        refused: refused.length,
+        decisions: refused.slice(0, AUDITED_REFUSALS).map((decision) => ({ scanId: decision.scanId, action: decision.action, code: decision.code })),
+      },
+    });
+  }
+  const appliedById = new Map(outcomes.map((outcome) => [outcome.scanId, outcome]));
+  return decisions.map(
+    (decision): RecoveryOutcome =>
+      refusals.has(decision)
+        ? { scanId: decision.scanId, code: decision.code, action: decision.action, applied: false, refused: refusals.get(decision)! }
+        : appliedById.get(decision.scanId)!,
   );
 }
 
@@ -160,22 +323,21 @@ export interface RecoverySweep {
 /**
  * The whole sweep where no worker runs it: `vega maintenance recover-stale` and
  * Mutation.recoverStaleScans. `launcher` is the configured one (ECS, or local
- * processes on this machine).
+ * processes on this machine); it stops the tasks of hung and timed-out scans.
  */
 export async function recoverStaleScans(
-  deps: RecoveryDeps,
-  launcher: Pick<Launcher, "describe">,
+  deps: RecoveryDeps & { log: StopLogger },
+  launcher: Pick<Launcher, "describe" | "stop">,
   options: { dryRun: boolean; actor?: string },
 ): Promise<RecoverySweep> {
   const now = new Date();
-  const candidates = await listRecoveryCandidates(deps, now);
-  const tasks = await launcher.describe(candidates.running.map((scan) => scan.taskId));
-  const decisions = planRecovery(candidates.running, tasks, candidates.orphaned, {
-    now,
-    staleAfterSeconds: deps.config.scanRunningStaleSeconds,
-    maxAttempts: deps.config.scanMaxAttempts,
-  });
-  const outcomes = options.dryRun ? [] : await applyRecoveryDecisions(deps, decisions);
+  const candidates = await listRecoveryCandidates(deps, { everything: true }, now);
+  const taskIds = candidates.running.flatMap((scan) => (scan.taskId === null ? [] : [scan.taskId]));
+  const tasks = taskIds.length > 0 ? await launcher.describe(taskIds) : new Map();
+  const decisions = planRecovery(candidates.running, tasks, candidates.orphaned, recoveryPolicy(deps.config, now));
+  const outcomes = options.dryRun
+    ? []
+    : await applyRecoveryDecisions(deps, await stopTasksBeforeFailing(decisions, (taskId, reason, stop) => launcher.stop(taskId, reason, stop), deps.log));
   if (options.actor) {
     await recordAudit(deps.prisma, {
       actor: options.actor,

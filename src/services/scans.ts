@@ -5,7 +5,7 @@
  */
 import { filter as filterEvents, pipe } from "graphql-yoga";
 import type { Context, Viewer } from "../context.ts";
-import type { ScanStateChangePayload } from "../pubsub.ts";
+import type { ScanProgressPayload, ScanStateChangePayload } from "../pubsub.ts";
 import { conflict, forbidden, notFound } from "../errors.ts";
 import type { Prisma, Scan, ScanStatus } from "../generated/prisma/client.ts";
 import { auditActions, recordAudit } from "./audit.ts";
@@ -123,6 +123,15 @@ export async function subscribeToScanStateChanges(
         (!filter.workspaceId || change.workspaceId === filter.workspaceId) &&
         (!visibleWorkspaces || visibleWorkspaces.has(change.workspaceId)),
     ),
+  );
+}
+
+/** Opens a scanProgress stream of one scan, after checking once that the caller may see it (NOT_FOUND otherwise). */
+export async function subscribeToScanProgress(ctx: ReadContext, scanId: string): Promise<AsyncIterable<ScanProgressPayload>> {
+  await getVisibleScan(ctx, scanId);
+  return pipe(
+    ctx.deps.pubsub.subscribe("scanProgress"),
+    filterEvents((report: ScanProgressPayload) => report.scanId === scanId),
   );
 }
 

@@ -10,6 +10,14 @@
  * of that token (`…-r2`). ECS documents that a reused token returns the original
  * request's result, so resending the first token would only replay the failure.
  *
+ * One task per scan: before launching a scan's second or later attempt (the
+ * scan was requeued, e.g. its worker died, and claimed again), ListTasks by the
+ * scan's `startedBy` finds the tasks ECS still runs for it, and those of other
+ * attempts (by their `vega:attempt` tag, read with DescribeTasks) are stopped.
+ * Their runner tokens are refused by the API already; stopping them frees what
+ * they hold. A task is not adopted: its runner's token is of an earlier claim.
+ * If that check cannot be made (ListTasks keeps failing), nothing is launched.
+ *
  * Task states: PROVISIONING, PENDING and ACTIVATING are PENDING; STOPPED is
  * STOPPED; everything between RUNNING and STOPPED (DEACTIVATING, STOPPING,
  * DEPROVISIONING) stays RUNNING, because the runner may still be writing its
@@ -25,6 +33,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import {
   DescribeTasksCommand,
   ECSClient,
+  ListTasksCommand,
   RunTaskCommand,
   StopTaskCommand,
   type CapacityProviderStrategyItem,
@@ -256,6 +265,65 @@ export function createEcsLauncher(options: EcsLauncherOptions): Launcher {
     }
   }
 
+  // ECS has one way to stop a task (a `force` stop is the same): SIGTERM, SIGKILL after the container's stop timeout.
+  async function stopTask(taskId: string, reason: string): Promise<void> {
+    try {
+      await withRetry("StopTask", () =>
+        client.send(new StopTaskCommand({ cluster: clusterOfTaskArn(taskId) ?? cluster, task: taskId, reason: truncate(reason, STOP_REASON_MAX) })),
+      );
+      logger.info({ taskArn: taskId, reason }, "runner task stopped");
+    } catch (error) {
+      if (!isTaskNotFound(error)) throw error;
+      logger.info({ taskArn: taskId }, "runner task to stop is already gone");
+    }
+  }
+
+  /** The ARNs of the tasks ECS runs (desired status RUNNING) with this scan's startedBy, every page. */
+  async function runningTasksOf(scanId: string): Promise<string[]> {
+    const taskArns: string[] = [];
+    let nextToken: string | undefined;
+    do {
+      const page = await withRetry("ListTasks", () =>
+        client.send(new ListTasksCommand({ ...(cluster ? { cluster } : {}), startedBy: startedByFor(scanId), desiredStatus: "RUNNING", nextToken })),
+      );
+      taskArns.push(...(page.taskArns ?? []));
+      nextToken = page.nextToken;
+    } while (nextToken);
+    return taskArns;
+  }
+
+  /** Stops the tasks of this scan's other attempts (see the module comment); answers the ARNs stopped. */
+  async function stopEarlierAttempts(request: LaunchRequest): Promise<string[]> {
+    const scan = { scanId: request.scanId, attempt: request.attempt };
+    let taskArns: string[];
+    try {
+      taskArns = await runningTasksOf(request.scanId);
+    } catch (error) {
+      const e = error as AwsLikeError;
+      logger.error({ ...scan, error: String(error) }, "ListTasks failed: cannot tell whether an earlier attempt still runs");
+      throw new LaunchFailedError(
+        `could not list the tasks of scan ${request.scanId} before launching attempt ${request.attempt}: ${e.name ?? "Error"}: ${e.message}`,
+        "ListTasksFailed",
+        e.message,
+      );
+    }
+    const stopped: string[] = [];
+    for (const batch of chunk(taskArns, DESCRIBE_TASKS_MAX)) {
+      const { tasks = [] } = await withRetry("DescribeTasks", () =>
+        client.send(new DescribeTasksCommand({ ...(cluster ? { cluster } : {}), tasks: batch, include: ["TAGS"] })),
+      );
+      for (const task of tasks) {
+        const tag = (key: string) => task.tags?.find((candidate) => candidate.key === key)?.value;
+        // startedBy is the scan id made safe for ECS: the tag tells two ids that sanitize alike apart.
+        if (!task.taskArn || tag("vega:scan-id") !== tagValue(request.scanId) || tag("vega:attempt") === String(request.attempt)) continue;
+        await stopTask(task.taskArn, `superseded: scan ${request.scanId} was claimed again (attempt ${request.attempt})`);
+        logger.warn({ ...scan, taskArn: task.taskArn, taskAttempt: tag("vega:attempt") }, "stopped the task of an earlier attempt");
+        stopped.push(task.taskArn);
+      }
+    }
+    return stopped;
+  }
+
   async function runOnce(request: LaunchRequest): Promise<LaunchResult> {
     const input = runTaskInput(request);
     const scan = { scanId: request.scanId, attempt: request.attempt };
@@ -308,7 +376,8 @@ export function createEcsLauncher(options: EcsLauncherOptions): Launcher {
       if (known) return Promise.resolve({ taskId: known });
       const inFlight = launchesInFlight.get(key);
       if (inFlight) return inFlight;
-      const launch = runOnce(request)
+      const launch = (request.attempt > 1 ? stopEarlierAttempts(request) : Promise.resolve([]))
+        .then(() => runOnce(request))
         .then((result) => {
           launched.set(key, result.taskId);
           if (launched.size > LAUNCHED_MEMORY) launched.delete(launched.keys().next().value!);
@@ -319,19 +388,7 @@ export function createEcsLauncher(options: EcsLauncherOptions): Launcher {
       return launch;
     },
 
-    async stop(taskId, reason) {
-      try {
-        await withRetry("StopTask", () =>
-          client.send(
-            new StopTaskCommand({ cluster: clusterOfTaskArn(taskId) ?? cluster, task: taskId, reason: truncate(reason, STOP_REASON_MAX) }),
-          ),
-        );
-        logger.info({ taskArn: taskId, reason }, "runner task stopped");
-      } catch (error) {
-        if (!isTaskNotFound(error)) throw error;
-        logger.info({ taskArn: taskId }, "runner task to stop is already gone");
-      }
-    },
+    stop: stopTask,
 
     async describe(taskIds) {
       const statuses = new Map<string, TaskStatus>();

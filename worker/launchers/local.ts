@@ -2,7 +2,8 @@
  * Runs each scan's runner as a child process of the worker (the one-machine
  * setup), with the same contract as the ECS launcher: launching the same scan
  * and attempt again returns the same task, stop() ends it (SIGTERM, then SIGKILL
- * after a grace period, like StopTask), describe() reports it the way ECS would.
+ * after a grace period, like StopTask; SIGKILL at once with `force`, for a hung
+ * runner), describe() reports it the way ECS would.
  *
  * Choices:
  * - The child inherits the worker's environment minus the worker's own secrets
@@ -18,7 +19,11 @@
  * - A runner that outlived a worker crash is still reported RUNNING to the next
  *   worker (`local:<pid>` with that pid alive), provided the pid is still the
  *   runner: on Linux its /proc cmdline must be the runner command, so a reused
- *   pid is not mistaken for it.
+ *   pid is not mistaken for it, and the scan it runs (VEGA_SCAN_ID in its
+ *   /proc environ) is reported, so that a pid reused by another scan's runner
+ *   is not taken for this scan's (and killed as hung).
+ * - A hung runner (SIGSTOPped, deadlocked) is ended with SIGKILL at once
+ *   (`force`): SIGTERM does nothing to a stopped process until it is continued.
  * - A child that exited stays visible for `retainStoppedMs` (an hour, like ECS)
  *   and is then forgotten (MISSING).
  */
@@ -104,6 +109,18 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
   const byKey = new Map<string, LocalRunner>();
   const launchesInFlight = new Map<string, Promise<LaunchResult>>();
 
+  /** The VEGA_SCAN_ID a process was started with, where /proc tells (the same user's processes). */
+  const scanIdOfProcess = (pid: number): string | undefined => {
+    try {
+      const variable = readFileSync(`/proc/${pid}/environ`, "utf8")
+        .split("\0")
+        .find((entry) => entry.startsWith("VEGA_SCAN_ID="));
+      return variable?.slice("VEGA_SCAN_ID=".length);
+    } catch {
+      return undefined;
+    }
+  };
+
   /** Whether `pid` is alive and, where /proc tells, runs the runner command (not a reused pid). */
   const isRunnerProcess = (pid: number): boolean => {
     if (!isAlive(pid)) return false;
@@ -184,7 +201,7 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
   }
 
   const statusOf = (runner: LocalRunner): TaskStatus => {
-    if (!runner.exit) return { taskId: runner.taskId, state: "RUNNING" };
+    if (!runner.exit) return { taskId: runner.taskId, state: "RUNNING", scanId: runner.scanId };
     const { code, signal, at } = runner.exit;
     const ending = signal ? `killed by ${signal}` : `exited with code ${code}`;
     return {
@@ -195,8 +212,17 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       ...(code !== null ? { exitCode: code } : {}),
       ...(signal ? { signal } : {}),
       stoppedAt: at,
+      scanId: runner.scanId,
     };
   };
+
+  /** SIGKILL now; resolves when the process is gone. Also cuts short a graceful stop in progress. */
+  async function kill(runner: LocalRunner, reason: string): Promise<void> {
+    if (runner.exit) return;
+    runner.stopReason ??= reason;
+    runner.child.kill("SIGKILL");
+    await runner.exited;
+  }
 
   /** SIGTERM, then SIGKILL once the grace period is over; resolves when the process is gone. */
   async function terminate(runner: LocalRunner, reason: string): Promise<void> {
@@ -212,20 +238,24 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
   }
 
   /** The same for a runner started by an earlier worker: not our child, so its exit is polled. */
-  async function terminateOrphan(pid: number): Promise<void> {
+  async function terminateOrphan(pid: number, force: boolean): Promise<void> {
+    // Not our child: once dead it may linger as a zombie until its parent (or init) reaps it, and a
+    // zombie's cmdline is empty, so "gone" is "no longer the runner command".
     const gone = async (untilMs: number) => {
       while (Date.now() < untilMs) {
-        if (!isAlive(pid)) return true;
+        if (!isRunnerProcess(pid)) return true;
         await sleep(POLL_MS);
       }
-      return !isAlive(pid);
+      return !isRunnerProcess(pid);
     };
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      return;
+    if (!force) {
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        return;
+      }
+      if (await gone(Date.now() + stopGraceMs)) return;
     }
-    if (await gone(Date.now() + stopGraceMs)) return;
     try {
       process.kill(pid, "SIGKILL");
     } catch {
@@ -249,17 +279,18 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       return launch;
     },
 
-    async stop(taskId, reason) {
+    async stop(taskId, reason, { force = false } = {}) {
       const runner = byTaskId.get(taskId);
       if (runner) {
+        if (force) return kill(runner, reason);
         runner.stopping ??= terminate(runner, reason);
         await runner.stopping;
         return;
       }
       const pid = pidOf(taskId);
       if (pid !== undefined && isRunnerProcess(pid)) {
-        logger?.info({ taskId, reason }, "stopping a runner started by an earlier worker");
-        await terminateOrphan(pid);
+        logger?.info({ taskId, reason, force }, "stopping a runner started by an earlier worker");
+        await terminateOrphan(pid, force);
       }
     },
 
@@ -273,7 +304,9 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
           continue;
         }
         const pid = pidOf(taskId);
-        statuses.set(taskId, { taskId, state: pid !== undefined && isRunnerProcess(pid) ? "RUNNING" : "MISSING" });
+        const alive = pid !== undefined && isRunnerProcess(pid);
+        const scanId = alive ? scanIdOfProcess(pid) : undefined;
+        statuses.set(taskId, { taskId, state: alive ? "RUNNING" : "MISSING", ...(scanId ? { scanId } : {}) });
       }
       return statuses;
     },

@@ -32,6 +32,12 @@ export interface TaskStatus {
   /** The signal that ended a local process, when one did. */
   signal?: string;
   stoppedAt?: Date;
+  /**
+   * The scan the task runs, when the launcher can tell (a local process's
+   * VEGA_SCAN_ID). A `local:<pid>` whose pid now runs another scan's runner is
+   * not the task of the scan that recorded it.
+   */
+  scanId?: string;
 }
 
 /** A launch refused by the platform after retries (ECS `failures`, throttling). */
@@ -46,11 +52,24 @@ export class LaunchFailedError extends Error {
   }
 }
 
+export interface StopOptions {
+  /**
+   * The runner is hung: end it at once (SIGKILL for a local process; a SIGSTOPped
+   * one does nothing with SIGTERM until continued). ECS has only StopTask.
+   */
+  force?: boolean;
+}
+
 export interface Launcher {
   readonly kind: "local" | "ecs";
+  /**
+   * Starts the runner of one claim. Launching the same scan and attempt again
+   * returns the same task; a task of an earlier attempt still alive is stopped
+   * first where the platform can find it (ECS), so one scan never has two.
+   */
   launch(request: LaunchRequest): Promise<LaunchResult>;
   /** Stops a task; a task already gone is not an error. */
-  stop(taskId: string, reason: string): Promise<void>;
+  stop(taskId: string, reason: string, options?: StopOptions): Promise<void>;
   /** The status of every given task (missing ones as MISSING), in as few platform calls as it can. */
   describe(taskIds: string[]): Promise<Map<string, TaskStatus>>;
   /** Releases what the launcher holds (child process handles, SDK clients). */

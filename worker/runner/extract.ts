@@ -7,6 +7,8 @@ import { archiveInvalid, archiveTooLarge, archiveTooManyEntries } from "../../sr
 import { checkEntry, entryPath, isDirectoryEntry, type ArchiveLimits } from "../../src/hardening/archive-rules.ts";
 
 export type Extraction = { entryCount: number; bytesWritten: number };
+/** Called as extraction goes (after each chunk and entry), for the runner's progress reports. */
+export type ExtractionProgress = (done: { entriesWritten: number; bytesWritten: number }) => void;
 
 type ListedEntry = { name: string; relativePath: string; entry: yauzl.Entry };
 
@@ -33,7 +35,7 @@ const DEFLATED = 8;
  * On failure everything written is removed and the archive is closed before
  * the error (from src/errors.ts when the archive is at fault) is thrown.
  */
-export async function extractArchive(filePath: string, destDir: string, limits: ArchiveLimits): Promise<Extraction> {
+export async function extractArchive(filePath: string, destDir: string, limits: ArchiveLimits, onProgress?: ExtractionProgress): Promise<Extraction> {
   await mkdir(destDir, { recursive: true });
   const root = await realpath(destDir);
   if ((await readdir(root)).length > 0) throw new Error(`Extraction directory ${root} is not empty`);
@@ -47,7 +49,7 @@ export async function extractArchive(filePath: string, destDir: string, limits: 
   }
   try {
     const entries = await listEntries(zipfile, limits);
-    const bytesWritten = await writeEntries(zipfile, entries, root, limits);
+    const bytesWritten = await writeEntries(zipfile, entries, root, limits, onProgress);
     return { entryCount: entries.length, bytesWritten };
   } catch (error) {
     await removeContents(root);
@@ -89,13 +91,15 @@ async function writeEntries(
   entries: ListedEntry[],
   root: string,
   limits: ArchiveLimits,
+  onProgress?: ExtractionProgress,
 ): Promise<number> {
   const budget = new ByteBudget(limits.maxUncompressedBytes);
   const directories = new Set<string>([root]);
   let previous: { name: string; dataEnd: number } | undefined;
 
   entries.sort((a, b) => a.entry.relativeOffsetOfLocalHeader - b.entry.relativeOffsetOfLocalHeader);
-  for (const { name, relativePath, entry } of entries) {
+  for (const [entriesWritten, { name, relativePath, entry }] of entries.entries()) {
+    onProgress?.({ entriesWritten, bytesWritten: budget.bytesWritten });
     try {
       const { fileDataStart } = await zipfile.readLocalFileHeaderPromise(entry, { minimal: true });
       if (previous !== undefined && entry.relativeOffsetOfLocalHeader < previous.dataEnd) {
@@ -115,6 +119,7 @@ async function writeEntries(
         for await (const chunk of await openEntryData(zipfile, entry, fileDataStart)) {
           budget.spend(chunk.length);
           await file.write(chunk);
+          onProgress?.({ entriesWritten, bytesWritten: budget.bytesWritten });
         }
       } finally {
         await file.close();
@@ -123,6 +128,7 @@ async function writeEntries(
       throw archiveFault(error, "unreadable entry data", name);
     }
   }
+  onProgress?.({ entriesWritten: entries.length, bytesWritten: budget.bytesWritten });
   return budget.bytesWritten;
 }
 

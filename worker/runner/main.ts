@@ -1,10 +1,13 @@
 /**
- * The runner: runs one scan (VEGA_SCAN_ID) with a token bound to it. It
- * downloads the source archive from the API, extracts it into a temporary
- * directory with the archive limits enforced again on the actual bytes, runs
- * the analyzers, sends events and findings in batches, and completes the scan.
- * The temporary directory is removed whatever happens, a SIGTERM (StopTask,
- * cancellation) included. It speaks GraphQL and HTTP only: no database.
+ * The runner: runs one scan (VEGA_SCAN_ID) with a token bound to it and to its
+ * claim. It downloads the source archive from the API, extracts it into a
+ * temporary directory with the archive limits enforced again on the actual
+ * bytes, runs the analyzers, sends findings as they are found (findings-stream.ts)
+ * and completes the scan; all along it heartbeats with its progress
+ * (heartbeat.ts). When the API answers CONFLICT (the scan was cancelled,
+ * recovered or claimed again) it stops where it is. The temporary directory is
+ * removed whatever happens, a SIGTERM (StopTask, cancellation) included. It
+ * speaks GraphQL and HTTP only: no database.
  */
 import { createHash } from "node:crypto";
 import { createWriteStream, rmSync } from "node:fs";
@@ -21,12 +24,15 @@ import {
   AddFindingsDocument,
   AppendScanEventsDocument,
   CompleteScanDocument,
+  ReportScanProgressDocument,
   RunnerScanDocument,
   type FindingInput,
   type ScanEventInput,
 } from "../generated/graphql.ts";
-import { scanTree, type SecretFinding } from "./analyzers/secrets.ts";
+import { scanTreeProgressively, type SecretFinding, type SecretScanSummary } from "./analyzers/secrets.ts";
 import { extractArchive } from "./extract.ts";
+import { FindingsStream } from "./findings-stream.ts";
+import { RunnerHeartbeat } from "./heartbeat.ts";
 
 export interface RunnerSettings {
   apiUrl: string;
@@ -35,9 +41,13 @@ export interface RunnerSettings {
   limits: ArchiveLimits;
   /** Findings per addFindings call. */
   findingsBatch: number;
+  /** Between progress reports (VEGA_RUNNER_HEARTBEAT_SECONDS). */
+  heartbeatSeconds: number;
 }
 
 const REPORT_ATTEMPTS = 5;
+/** A finding waits at most this long to be sent: a crash loses only what was found in the last couple of seconds. */
+const FINDINGS_MAX_DELAY_MS = 2_000;
 
 /** The scan ended on the API's side (cancelled, recovered): nothing more to report. */
 class ScanNoLongerActive extends Error {}
@@ -62,8 +72,16 @@ async function report<T>(log: Logger, what: string, send: () => Promise<T>): Pro
 
 const artifactUrl = (apiUrl: string, artifactId: string) => new URL(`/v1/artifacts/${artifactId}`, apiUrl).toString();
 
-async function downloadSource(settings: RunnerSettings, source: { id: string; sha256: string }, target: string) {
-  const response = await fetch(artifactUrl(settings.apiUrl, source.id), { headers: { authorization: `Bearer ${settings.token}` } });
+async function downloadSource(
+  settings: RunnerSettings,
+  source: { id: string; sha256: string },
+  target: string,
+  signal: AbortSignal,
+  onProgress: (bytes: number) => void,
+) {
+  const response = await fetch(artifactUrl(settings.apiUrl, source.id), { headers: { authorization: `Bearer ${settings.token}` }, signal });
+  // 409: the scan ended, or was claimed again, before this runner could fetch its archive.
+  if (response.status === 409) throw new ScanNoLongerActive("the API refused the archive download (CONFLICT)");
   if (!response.ok || !response.body) throw new Error(`downloading the source archive answered HTTP ${response.status}`);
   const hash = createHash("sha256");
   let bytes = 0;
@@ -73,10 +91,12 @@ async function downloadSource(settings: RunnerSettings, source: { id: string; sh
       transform(chunk: Buffer, _encoding, callback) {
         hash.update(chunk);
         bytes += chunk.length;
+        onProgress(bytes);
         callback(null, chunk);
       },
     }),
     createWriteStream(target, { flags: "wx" }),
+    { signal },
   );
   const digest = hash.digest("hex");
   if (digest !== source.sha256) {
@@ -118,6 +138,22 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
   process.once("SIGINT", onSignal);
   const events = (items: ScanEventInput[]) =>
     report(log, "appendScanEvents", () => api.request(AppendScanEventsDocument, { scanId, events: items }));
+  // Aborted when a heartbeat hears that the scan ended on the API's side: the work stops at its next step.
+  const ended = new AbortController();
+  const throwIfEnded = () => {
+    if (ended.signal.aborted) throw ended.signal.reason;
+  };
+  const heartbeat = new RunnerHeartbeat(
+    (input) => api.request(ReportScanProgressDocument, { scanId, input }),
+    settings.heartbeatSeconds,
+    log,
+    (reason) => ended.abort(new ScanNoLongerActive(reason)),
+  );
+  const findings = new FindingsStream<FindingInput>({
+    send: async (batch) => (await report(log, "addFindings", () => api.request(AddFindingsDocument, { scanId, findings: batch }))).addFindings.added,
+    batchSize: settings.findingsBatch,
+    maxDelayMs: FINDINGS_MAX_DELAY_MS,
+  });
 
   try {
     const { scan } = await report(log, "reading the scan", () => api.request(RunnerScanDocument, { id: scanId }));
@@ -126,9 +162,21 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
       return "ABANDONED";
     }
     try {
+      // The first report is also the one that moves a STARTING scan to RUNNING.
+      await heartbeat.enter("DOWNLOADING", { bytesDone: 0, bytesTotal: Number(scan.source.sizeBytes) });
+      throwIfEnded();
       const archivePath = path.join(workDir, "source.zip");
-      const downloaded = await downloadSource(settings, scan.source, archivePath);
-      const extraction = await extractArchive(archivePath, path.join(workDir, "source"), settings.limits);
+      const downloaded = await downloadSource(settings, scan.source, archivePath, ended.signal, (bytes) => heartbeat.update({ bytesDone: bytes }));
+      await heartbeat.enter("EXTRACTING", {
+        filesDone: 0,
+        filesTotal: scan.source.entryCount ?? null,
+        bytesDone: 0,
+        bytesTotal: scan.source.uncompressedBytes == null ? null : Number(scan.source.uncompressedBytes),
+      });
+      throwIfEnded();
+      const extraction = await extractArchive(archivePath, path.join(workDir, "source"), settings.limits, (done) =>
+        heartbeat.update({ filesDone: done.entriesWritten, bytesDone: done.bytesWritten }),
+      );
       await rm(archivePath, { force: true });
       await events([
         {
@@ -139,13 +187,11 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
         },
       ]);
 
-      const summary = await scanTree(path.join(workDir, "source"));
-      let added = 0;
-      for (let index = 0; index < summary.findings.length; index += settings.findingsBatch) {
-        const batch = summary.findings.slice(index, index + settings.findingsBatch).map(toFindingInput);
-        const result = await report(log, "addFindings", () => api.request(AddFindingsDocument, { scanId, findings: batch }));
-        added += result.addFindings.added;
-      }
+      await heartbeat.enter("ANALYZING", { filesDone: 0, bytesDone: 0 });
+      const summary = await analyze(path.join(workDir, "source"), heartbeat, findings, throwIfEnded);
+      await heartbeat.enter("REPORTING", { filesDone: summary.filesScanned, bytesDone: summary.bytesScanned });
+      throwIfEnded();
+      const added = await findings.close();
       await events([
         {
           kind: "PROGRESS",
@@ -154,13 +200,18 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
           data: { filesScanned: summary.filesScanned, filesSkipped: summary.filesSkipped, bytesScanned: summary.bytesScanned, findings: added },
         },
       ]);
+      await heartbeat.stop();
       await report(log, "completeScan", () => api.request(CompleteScanDocument, { scanId, input: { status: "SUCCEEDED" } }));
       return "SUCCEEDED";
     } catch (error) {
+      if (ended.signal.aborted) throw ended.signal.reason;
       if (error instanceof ScanNoLongerActive) throw error;
       const errorCode = failureCode(error);
       const errorMessage = error instanceof Error ? error.message : String(error);
       log.error({ err: error, errorCode }, "scan failed");
+      // What was found before the failure stays with the failed scan.
+      await findings.close().catch((sendError: unknown) => log.warn({ err: sendError }, "could not send the last findings"));
+      await heartbeat.stop();
       await report(log, "completeScan", () =>
         api.request(CompleteScanDocument, { scanId, input: { status: "FAILED", errorCode, errorMessage } }),
       );
@@ -168,14 +219,39 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
     }
   } catch (error) {
     if (error instanceof ScanNoLongerActive) {
-      log.info({ reason: error.message }, "the scan ended on the API's side (cancelled or recovered); stopping");
+      log.info({ reason: error.message }, "the scan ended on the API's side (cancelled, recovered or claimed again); stopping");
       return "ABANDONED";
     }
     throw error;
   } finally {
+    findings.abandon();
+    await heartbeat.stop();
     // Handlers stay until the directory is gone: a SIGTERM landing now still removes it (twice is harmless).
     await rm(workDir, { recursive: true, force: true });
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
+  }
+}
+
+/** Runs the secrets analyzer over the tree, handing its findings to the stream as they are found. */
+async function analyze(
+  root: string,
+  heartbeat: RunnerHeartbeat,
+  findings: FindingsStream<FindingInput>,
+  throwIfEnded: () => void,
+): Promise<SecretScanSummary> {
+  const scan = scanTreeProgressively(root);
+  try {
+    for (;;) {
+      const step = await scan.next();
+      if (step.done) return step.value;
+      throwIfEnded();
+      heartbeat.update({ filesDone: step.value.filesDone, filesTotal: step.value.filesTotal, bytesDone: step.value.bytesScanned });
+      heartbeat.foundFindings(step.value.findings.length);
+      await findings.add(step.value.findings.map(toFindingInput));
+    }
+  } finally {
+    // Leaving early (the scan ended, a report failed) stops the analyzer and its threads.
+    await scan.return(undefined as never);
   }
 }

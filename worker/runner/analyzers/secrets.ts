@@ -482,31 +482,103 @@ interface FileBatchResult {
 
 const emptyResult = (): FileBatchResult => ({ findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 });
 
+/** One step of a tree scan: the findings of the batches of files done since the last step, and the counts so far. */
+export interface TreeScanProgress {
+  /** New findings only: each fingerprint is yielded once per tree. */
+  findings: SecretFinding[];
+  /** Regular files listed for scanning. */
+  filesTotal: number;
+  /** Of those, the files scanned or skipped so far. */
+  filesDone: number;
+  bytesScanned: number;
+}
+
 /**
  * Scans every regular file under `rootDir` (see the module comment for what is
- * skipped). Findings are sorted by path, line, column and rule.
+ * skipped), yielding findings as batches of files are done, so that a caller
+ * can report them while the scan goes on; returns the summary, its findings
+ * sorted by path, line, column and rule. Leaving the iteration early stops the
+ * scan (and its worker threads).
  */
-export async function scanTree(rootDir: string, options: ScanTreeOptions = {}): Promise<SecretScanSummary> {
+export async function* scanTreeProgressively(rootDir: string, options: ScanTreeOptions = {}): AsyncGenerator<TreeScanProgress, SecretScanSummary> {
   const maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? availableParallelism()));
 
   const listing = await listCandidateFiles(rootDir);
   const batches = batchesOf(listing.files);
   const scanOnCallingThread = concurrency === 1 ? true : (options.scanOnCallingThread ?? true);
-  const result = await scanBatches(batches, maxFileBytes, {
-    scanOnCallingThread,
-    workerCount: scanOnCallingThread ? concurrency - 1 : Math.min(concurrency, batches.length),
-    startWorkersAfterMs: options.startWorkersAfterMs ?? START_WORKERS_AFTER_MS,
-  });
+  const results: FileBatchResult[] = [];
+  let wake: (() => void) | undefined;
+  let finished = false;
+  let failure: unknown;
+  let abandoned = false;
+  const scanning = scanBatches(
+    batches,
+    maxFileBytes,
+    {
+      scanOnCallingThread,
+      workerCount: scanOnCallingThread ? concurrency - 1 : Math.min(concurrency, batches.length),
+      startWorkersAfterMs: options.startWorkersAfterMs ?? START_WORKERS_AFTER_MS,
+    },
+    (result) => {
+      results.push(result);
+      wake?.();
+    },
+    () => abandoned,
+  ).then(
+    () => {
+      finished = true;
+      wake?.();
+    },
+    (error: unknown) => {
+      failure = error;
+      finished = true;
+      wake?.();
+    },
+  );
 
+  const total = emptyResult();
   const findings = new Map<string, SecretFinding>();
-  for (const finding of result.findings) if (!findings.has(finding.fingerprint)) findings.set(finding.fingerprint, finding);
+  try {
+    for (;;) {
+      while (results.length > 0) {
+        const result = results.shift()!;
+        const fresh = result.findings.filter((finding) => !findings.has(finding.fingerprint));
+        for (const finding of fresh) findings.set(finding.fingerprint, finding);
+        total.filesScanned += result.filesScanned;
+        total.filesSkipped += result.filesSkipped;
+        total.bytesScanned += result.bytesScanned;
+        yield {
+          findings: fresh,
+          filesTotal: listing.files.length,
+          filesDone: total.filesScanned + total.filesSkipped,
+          bytesScanned: total.bytesScanned,
+        };
+      }
+      if (finished) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    if (failure !== undefined) throw failure;
+  } finally {
+    abandoned = true;
+    await scanning;
+  }
   return {
     findings: [...findings.values()].sort(compareFindings),
-    filesScanned: result.filesScanned,
-    filesSkipped: result.filesSkipped + listing.filesSkipped,
-    bytesScanned: result.bytesScanned,
+    filesScanned: total.filesScanned,
+    filesSkipped: total.filesSkipped + listing.filesSkipped,
+    bytesScanned: total.bytesScanned,
   };
+}
+
+/** The whole scan at once: scanTreeProgressively, run to its summary. */
+export async function scanTree(rootDir: string, options: ScanTreeOptions = {}): Promise<SecretScanSummary> {
+  const scan = scanTreeProgressively(rootDir, options);
+  for (;;) {
+    const step = await scan.next();
+    if (step.done) return step.value;
+  }
 }
 
 function compareFindings(a: SecretFinding, b: SecretFinding): number {
@@ -544,13 +616,6 @@ function batchesOf(files: CandidateFile[]): CandidateFile[][] {
   const batches: CandidateFile[][] = [];
   for (let index = 0; index < files.length; index += BATCH_FILES) batches.push(files.slice(index, index + BATCH_FILES));
   return batches;
-}
-
-function addBatchResult(total: FileBatchResult, batch: FileBatchResult): void {
-  for (const finding of batch.findings) total.findings.push(finding);
-  total.filesScanned += batch.filesScanned;
-  total.filesSkipped += batch.filesSkipped;
-  total.bytesScanned += batch.bytesScanned;
 }
 
 /**
@@ -638,13 +703,16 @@ const { workerData } = require("node:worker_threads");
  * a 200 MB scan slower, not faster. `startWorkersAfterMs: 0` starts them at
  * once, as does leaving the calling thread out (`scanOnCallingThread: false`). The event loop gets a turn between batches, so the
  * runner's heartbeats, the workers' results and their requests for more go on.
+ * Each batch's result goes to `onResult` as it is done; once `abandoned()`
+ * answers true, no further batch is started.
  */
 async function scanBatches(
   batches: CandidateFile[][],
   maxFileBytes: number,
   plan: { workerCount: number; scanOnCallingThread: boolean; startWorkersAfterMs: number },
-): Promise<FileBatchResult> {
-  const total = emptyResult();
+  onResult: (result: FileBatchResult) => void,
+  abandoned: () => boolean,
+): Promise<void> {
   let nextBatch = 0;
   let workerFailure: unknown = null;
   const workers: Array<{ thread: Worker; busy: boolean; release: () => void }> = [];
@@ -663,7 +731,7 @@ async function scanBatches(
         const record = { thread, busy: false, release: resolve };
         workers.push(record);
         const sendNext = () => {
-          record.busy = nextBatch < batches.length;
+          record.busy = nextBatch < batches.length && !abandoned();
           if (!record.busy) return resolve();
           const request: ScannerRequest = { files: batches[nextBatch++], maxFileBytes };
           thread.postMessage(request);
@@ -671,7 +739,7 @@ async function scanBatches(
         thread.on("message", (response: ScannerResponse | "ready") => {
           if (response === "ready") return sendNext();
           if (!response.ok) return reject(new Error(`secret scanner worker failed: ${response.error}`));
-          addBatchResult(total, response.result);
+          onResult(response.result);
           sendNext();
         });
         thread.once("error", reject);
@@ -692,7 +760,7 @@ async function scanBatches(
     const started = performance.now();
     const startedCpu = process.cpuUsage();
     let workersConsidered = plan.workerCount === 0;
-    while (plan.scanOnCallingThread && nextBatch < batches.length && workerFailure === null) {
+    while (plan.scanOnCallingThread && nextBatch < batches.length && workerFailure === null && !abandoned()) {
       const elapsedMs = performance.now() - started;
       if (!workersConsidered && elapsedMs >= plan.startWorkersAfterMs) {
         workersConsidered = true;
@@ -705,17 +773,16 @@ async function scanBatches(
           startWorkers(Math.min(plan.workerCount, batches.length - nextBatch - 1));
         }
       }
-      addBatchResult(total, scanBatch(batches[nextBatch++], maxFileBytes));
+      onResult(scanBatch(batches[nextBatch++], maxFileBytes));
       await new Promise((resolve) => setImmediate(resolve));
     }
-    // Once the calling thread has emptied the queue, wait for the batches in
-    // flight only, not for workers still loading.
-    if (nextBatch >= batches.length) for (const worker of workers) if (!worker.busy) worker.release();
+    // Once the calling thread has emptied the queue (or the scan is abandoned), wait
+    // for the batches in flight only, not for workers still loading.
+    if (nextBatch >= batches.length || abandoned()) for (const worker of workers) if (!worker.busy) worker.release();
     await Promise.all(workersDone);
   } finally {
     await Promise.all(workers.map((worker) => worker.thread.terminate()));
   }
-  return total;
 }
 
 function serveScanRequests(): void {
