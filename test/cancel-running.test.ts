@@ -109,8 +109,10 @@ describe("cancelling a queued scan", () => {
 
 describe("cancelling a starting scan", () => {
   it("makes the worker stop the runner it just launched, and no work directory is left", async () => {
-    // The worker's launch report waits at the gate: the runner process exists, the scan is still STARTING.
+    // The worker's launch report waits at the gate: the runner process exists, the scan is still STARTING. So does
+    // the runner's first progress report, which would otherwise move the scan to RUNNING itself.
     const started = hold((call) => call.operationName === "ReportScanStarted");
+    hold((call) => call.operationName === "ReportScanProgress");
     const scanId = await submit([awsKeysFile(3)]);
     const report = await within(started.first, "the worker's launch report", { timeoutMs: 120_000, details: workerLogTail });
     expect(report.variables.scanId).toBe(scanId);

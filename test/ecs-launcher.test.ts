@@ -1,4 +1,4 @@
-import { ECSClient } from "@aws-sdk/client-ecs";
+import { ECSClient, ListTasksCommand, RunTaskCommand, type ListTasksCommandInput } from "@aws-sdk/client-ecs";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createEcsLauncher, parseCapacityProviders, runTaskClientToken, type EcsLauncherOptions, type LauncherLogger } from "../worker/launchers/ecs.ts";
@@ -184,6 +184,125 @@ describe("a launch is idempotent per scan attempt", () => {
 
     expect(second.taskId).not.toBe(first.taskId);
     expect(runTaskBodies().map((b) => b.clientToken)).toEqual(["scan-retry-1", "scan-retry-2"]);
+  });
+});
+
+describe("one task per scan: a re-claimed scan's earlier tasks are stopped before it is launched again", () => {
+  const stopBodies = () => ecs.requests.filter((r) => r.operation === "StopTask").map((r) => r.body);
+
+  it("lists the scan's tasks by startedBy alone, stops those of earlier attempts, then starts the new one", async () => {
+    // Attempt 1 was launched by a worker that died; its task still runs.
+    const { taskId: orphan } = await ecsLauncher().launch(scan("scan-reclaimed", 1));
+    ecs.setTaskState(orphan, { lastStatus: "RUNNING" });
+    const before = ecs.requests.length;
+
+    const { taskId } = await ecsLauncher().launch(scan("scan-reclaimed", 2));
+
+    const calls = ecs.requests.slice(before);
+    expect(calls.map((call) => call.operation)).toEqual(["ListTasks", "DescribeTasks", "StopTask", "RunTask"]);
+    // ECS: "When you specify startedBy as the filter, it must be the only filter that you use."
+    expect(calls[0].body).toEqual({ cluster: "vega", startedBy: "scan-reclaimed" });
+    expect(calls[1].body).toEqual({ cluster: "vega", tasks: [orphan], include: ["TAGS"] });
+    expect(stopBodies()).toEqual([{ cluster: "vega", task: orphan, reason: "superseded: scan scan-reclaimed was claimed again (attempt 2)" }]);
+    expect(ecs.tasks.get(orphan)).toMatchObject({ lastStatus: "STOPPED", stopCode: "UserInitiated" });
+    expect(ecs.tasks.get(taskId)).toMatchObject({ desiredStatus: "RUNNING" });
+    expect(taskId).not.toBe(orphan);
+  });
+
+  it("pages through ListTasks and stops every task of earlier attempts", async () => {
+    const client = sdkClient();
+    for (let page = 0; page < 12; page++) {
+      await client.send(
+        new RunTaskCommand({
+          cluster: "vega",
+          taskDefinition: "vega-runner:7",
+          count: 10,
+          launchType: "FARGATE",
+          startedBy: "scan-many",
+          tags: [
+            { key: "vega:scan-id", value: "scan-many" },
+            { key: "vega:attempt", value: String(1 + (page % 2)) },
+          ],
+        }),
+      );
+    }
+    const earlier = [...ecs.tasks.keys()];
+
+    await ecsLauncher().launch(scan("scan-many", 3));
+
+    expect(ecs.calls("ListTasks")).toBe(2);
+    expect(ecs.requests.filter((r) => r.operation === "DescribeTasks").map((r) => r.body.tasks.length)).toEqual([100, 20]);
+    expect(stopBodies().map((body) => body.task).sort()).toEqual(earlier.sort());
+    expect(earlier.every((arn) => ecs.tasks.get(arn)!.lastStatus === "STOPPED")).toBe(true);
+  });
+
+  it("keeps the task of the attempt being launched (a restarted worker launching it again) and another scan's", async () => {
+    // "scan.x" and "scan_x" have the same startedBy; only the vega:scan-id tag tells them apart.
+    const { taskId: otherScans } = await ecsLauncher().launch(scan("scan.x", 1));
+    const { taskId: first } = await ecsLauncher().launch(scan("scan_x", 2));
+
+    const { taskId: again } = await ecsLauncher().launch(scan("scan_x", 2));
+
+    expect(again).toBe(first);
+    expect(stopBodies()).toEqual([]);
+    expect(ecs.tasks.get(otherScans)!.desiredStatus).toBe("RUNNING");
+    expect(ecs.tasks.size).toBe(2);
+  });
+
+  it("launches nothing when it cannot tell whether an earlier attempt still runs", async () => {
+    ecs.throttleNext(10, "ListTasks");
+    const error = await ecsLauncher().launch(scan("scan-unknowable", 2)).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(LaunchFailedError);
+    expect(error).toMatchObject({ reason: "ListTasksFailed" });
+    expect(ecs.calls("ListTasks")).toBe(4);
+    expect(ecs.calls("RunTask")).toBe(0);
+  });
+
+  it("asks nothing of ListTasks for a first attempt", async () => {
+    await ecsLauncher().launch(scan("scan-first", 1));
+    expect(ecs.calls("ListTasks")).toBe(0);
+  });
+});
+
+describe("the test endpoint's ListTasks, as ECS documents it", () => {
+  const list = (input: ListTasksCommandInput) => sdkClient().send(new ListTasksCommand(input));
+
+  it("lists tasks whose desired status is RUNNING by default, STOPPED on request, none for PENDING", async () => {
+    const launcher = ecsLauncher();
+    const { taskId: running } = await launcher.launch(scan("list-a"));
+    const { taskId: stopped } = await launcher.launch(scan("list-b"));
+    await launcher.stop(stopped, "done");
+
+    expect((await list({ cluster: "vega" })).taskArns).toEqual([running]);
+    expect((await list({ cluster: "vega", desiredStatus: "STOPPED" })).taskArns).toEqual([stopped]);
+    expect((await list({ cluster: "vega", desiredStatus: "PENDING" })).taskArns).toEqual([]);
+    expect((await list({ cluster: "vega", startedBy: "list-a" })).taskArns).toEqual([running]);
+    expect((await list({ cluster: "vega", family: "vega-runner" })).taskArns).toEqual([running]);
+    expect((await list({ cluster: "other" })).taskArns).toEqual([]);
+  });
+
+  it("refuses startedBy with another filter, and maxResults outside 1 to 100", async () => {
+    for (const input of [
+      { cluster: "vega", startedBy: "x", family: "vega-runner" },
+      { cluster: "vega", startedBy: "x", desiredStatus: "STOPPED" as const },
+      { cluster: "vega", maxResults: 0 },
+      { cluster: "vega", maxResults: 101 },
+    ]) {
+      await expect(list(input)).rejects.toMatchObject({ name: "InvalidParameterException" });
+    }
+  });
+
+  it("pages with maxResults and nextToken", async () => {
+    const launcher = ecsLauncher();
+    const launched = [];
+    for (let index = 0; index < 5; index++) launched.push((await launcher.launch(scan(`page-${index}`))).taskId);
+    const first = await list({ cluster: "vega", maxResults: 2 });
+    const second = await list({ cluster: "vega", maxResults: 2, nextToken: first.nextToken });
+    const third = await list({ cluster: "vega", maxResults: 2, nextToken: second.nextToken });
+
+    expect([...first.taskArns!, ...second.taskArns!, ...third.taskArns!]).toEqual(launched);
+    expect(third.nextToken).toBeUndefined();
   });
 });
 

@@ -141,7 +141,7 @@ describe("describing runner processes", () => {
     const { taskId } = await launcher.launch(scan("wait-exit"));
     await ready(taskId);
 
-    expect((await launcher.describe([taskId])).get(taskId)).toEqual({ taskId, state: "RUNNING" });
+    expect((await launcher.describe([taskId])).get(taskId)).toEqual({ taskId, state: "RUNNING", scanId: "wait-exit" });
 
     process.kill(pidOf(taskId), "SIGUSR2");
     await launcher.waitForExit(taskId);
@@ -152,6 +152,7 @@ describe("describing runner processes", () => {
       stoppedReason: "exited with code 7",
       exitCode: 7,
       stoppedAt: expect.any(Date),
+      scanId: "wait-exit",
     });
   });
 
@@ -170,6 +171,7 @@ describe("describing runner processes", () => {
       stoppedReason: "killed by SIGKILL",
       signal: "SIGKILL",
       stoppedAt: expect.any(Date),
+      scanId: "wait-killed",
     });
   });
 
@@ -188,7 +190,9 @@ describe("describing runner processes", () => {
     const exited = before.waitForExit(taskId);
 
     const { launcher: after } = localLauncher({ stopGraceMs: 2_000 });
-    expect((await after.describe([taskId])).get(taskId)).toEqual({ taskId, state: "RUNNING" });
+    // Where /proc tells, with the scan it runs: a pid reused by another scan's runner is not taken for this one.
+    const scanId = process.platform === "linux" ? { scanId: "wait-orphan" } : {};
+    expect((await after.describe([taskId])).get(taskId)).toEqual({ taskId, state: "RUNNING", ...scanId });
 
     await after.stop(taskId, "cancelled");
     expect(await exited).toMatchObject({ state: "STOPPED", signal: "SIGTERM" });
@@ -218,7 +222,39 @@ describe("stopping runner processes", () => {
       stoppedReason: "cancelled by user (killed by SIGTERM)",
       signal: "SIGTERM",
       stoppedAt: expect.any(Date),
+      scanId: "wait-stop",
     });
+  });
+
+  // A grace period no test would wait out: only SIGKILL at once can end these in time.
+  it("kills a hung (SIGSTOPped) runner at once when forced: SIGTERM would wait for it to be continued", async () => {
+    const { launcher, ready } = localLauncher({ stopGraceMs: 3_600_000 });
+    const { taskId } = await launcher.launch(scan("wait-hung"));
+    await ready(taskId);
+    process.kill(pidOf(taskId), "SIGSTOP");
+
+    await launcher.stop(taskId, "RUNNER_HUNG: no progress report", { force: true });
+
+    expect((await launcher.describe([taskId])).get(taskId)).toMatchObject({
+      state: "STOPPED",
+      signal: "SIGKILL",
+      stopCode: "UserInitiated",
+      stoppedReason: "RUNNER_HUNG: no progress report (killed by SIGKILL)",
+    });
+  });
+
+  it("kills a hung runner that an earlier worker started, when forced", async () => {
+    const { launcher: before, ready } = localLauncher();
+    const { taskId } = await before.launch(scan("wait-hung-orphan"));
+    await ready(taskId);
+    const exited = before.waitForExit(taskId);
+    process.kill(pidOf(taskId), "SIGSTOP");
+
+    const { launcher: after } = localLauncher({ stopGraceMs: 3_600_000 });
+    await after.stop(taskId, "RUNNER_HUNG", { force: true });
+
+    expect(await exited).toMatchObject({ state: "STOPPED", signal: "SIGKILL" });
+    expect((await after.describe([taskId])).get(taskId)?.state).toBe("MISSING");
   });
 
   it("sends SIGKILL to a runner that ignores SIGTERM once the grace period is over", async () => {

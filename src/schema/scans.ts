@@ -4,6 +4,7 @@ import type { FindingCounts } from "../services/loaders.ts";
 import { decodeCursor, pageSize, toConnection } from "../services/pagination.ts";
 import {
   cancelScan,
+  currentVisibleScan,
   exportSarif,
   getVisibleScan,
   listScans,
@@ -251,7 +252,7 @@ const ScanProgressEventRef = builder.objectRef<ScanProgressPayload>("ScanProgres
     scan: t.field({
       type: ScanRef,
       description: "The scan as it is now (read when asked for; the progress alone needs no read).",
-      resolve: (event, _args, ctx) => getVisibleScan(ctx, event.scanId),
+      resolve: (event, _args, ctx) => currentVisibleScan(ctx, event.scanId),
     }),
   }),
 });

@@ -126,6 +126,12 @@ export async function subscribeToScanStateChanges(
   );
 }
 
+/** A scan as it is now, for a subscription's event: a subscription's loaders live as long as it does. */
+export function currentVisibleScan(ctx: ReadContext, scanId: string): Promise<Scan> {
+  ctx.loaders.scan.clear(scanId);
+  return getVisibleScan(ctx, scanId);
+}
+
 /** Opens a scanProgress stream of one scan, after checking once that the caller may see it (NOT_FOUND otherwise). */
 export async function subscribeToScanProgress(ctx: ReadContext, scanId: string): Promise<AsyncIterable<ScanProgressPayload>> {
   await getVisibleScan(ctx, scanId);

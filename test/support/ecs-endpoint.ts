@@ -425,8 +425,30 @@ export async function startEcsEndpoint(options: EcsEndpointOptions = {}): Promis
     return { task: toWire(task, false) };
   };
 
+  /**
+   * ListTasks as ECS documents it: tasks whose desired status is `desiredStatus`
+   * (default RUNNING; PENDING is accepted and matches nothing, since ECS never
+   * sets it), filtered by family, launch type, service (the task's group) or
+   * container instance; `startedBy` "must be the only filter that you use";
+   * pages of `maxResults` (1 to 100, default 100) with an opaque `nextToken`.
+   */
   const listTasks = (body: Record<string, any>) => {
     const cluster = requireCluster(body.cluster);
+    if (body.desiredStatus !== undefined && !["RUNNING", "PENDING", "STOPPED"].includes(body.desiredStatus)) {
+      throw new EcsError("InvalidParameterException", "desiredStatus must be one of RUNNING, PENDING, STOPPED.");
+    }
+    const otherFilters = ["family", "serviceName", "containerInstance", "launchType", "desiredStatus"].filter((name) => body[name] !== undefined);
+    if (body.startedBy !== undefined && otherFilters.length > 0) {
+      throw new EcsError("InvalidParameterException", `startedBy must be the only filter; ${otherFilters.join(", ")} given too.`);
+    }
+    if (body.maxResults !== undefined && (!Number.isInteger(body.maxResults) || body.maxResults < 1 || body.maxResults > 100)) {
+      throw new EcsError("InvalidParameterException", "maxResults must be between 1 and 100.");
+    }
+    let start = 0;
+    if (body.nextToken !== undefined) {
+      start = Number(Buffer.from(String(body.nextToken), "base64url").toString());
+      if (!Number.isSafeInteger(start) || start < 0) throw new EcsError("InvalidParameterException", "Invalid nextToken.");
+    }
     const desiredStatus = body.desiredStatus ?? "RUNNING";
     const family: string | undefined = body.family;
     const matching = [...tasks.values()].filter(
@@ -435,10 +457,12 @@ export async function startEcsEndpoint(options: EcsEndpointOptions = {}): Promis
         task.desiredStatus === desiredStatus &&
         (body.startedBy === undefined || task.startedBy === body.startedBy) &&
         (family === undefined || task.taskDefinitionArn.includes(`task-definition/${family}:`)) &&
-        (body.launchType === undefined || task.launchType === body.launchType),
+        (body.launchType === undefined || task.launchType === body.launchType) &&
+        (body.serviceName === undefined || task.group === `service:${body.serviceName}`) &&
+        // Fargate tasks have no container instance: that filter matches none of them.
+        body.containerInstance === undefined,
     );
-    const start = body.nextToken ? Number(Buffer.from(body.nextToken, "base64url").toString()) : 0;
-    const pageSize = Math.min(Math.max(body.maxResults ?? 100, 1), 100);
+    const pageSize = body.maxResults ?? 100;
     const page = matching.slice(start, start + pageSize);
     const nextToken = start + pageSize < matching.length ? Buffer.from(String(start + pageSize)).toString("base64url") : undefined;
     return { taskArns: page.map((task) => task.taskArn), nextToken };

@@ -284,7 +284,9 @@ export function createEcsLauncher(options: EcsLauncherOptions): Launcher {
     let nextToken: string | undefined;
     do {
       const page = await withRetry("ListTasks", () =>
-        client.send(new ListTasksCommand({ ...(cluster ? { cluster } : {}), startedBy: startedByFor(scanId), desiredStatus: "RUNNING", nextToken })),
+        // ECS: "When you specify startedBy as the filter, it must be the only filter that you use." The
+        // default desired status, RUNNING, is the one wanted: tasks ECS has not been asked to stop.
+        client.send(new ListTasksCommand({ ...(cluster ? { cluster } : {}), startedBy: startedByFor(scanId), nextToken })),
       );
       taskArns.push(...(page.taskArns ?? []));
       nextToken = page.nextToken;
