@@ -558,3 +558,174 @@ describe("Mutation.recoverStaleScans", () => {
     );
   });
 });
+
+describe("recovery decisions are checked by the API", () => {
+  let server: TestServer;
+  let alice: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(serverEnv());
+    alice = await server.token("alice");
+  });
+  afterAll(() => server?.close());
+
+  const fail = (scanId: string, code = "RUNNER_EXITED") => ({ scanId, action: "FAIL", expectedStatus: "RUNNING", code, reason: "rogue worker says so" });
+
+  /** A RUNNING scan held by a live worker, whose runner has just reported. */
+  async function healthyScan() {
+    const scanId = await queueScan(server, alice);
+    const holder = await registerTestWorker(server, `holder-${randomBytes(3).toString("hex")}`);
+    const [claim] = (await server.gql(CLAIM, { workerId: holder.id, max: 1 }, holder.token)).body.data.claimScans;
+    expect(claim.scan.id).toBe(scanId);
+    await server.gql(REPORT_STARTED, { scanId, taskId: unknownTaskArn() }, holder.token);
+    const progress = await server.gql(
+      `mutation ($scanId: ID!) { reportScanProgress(scanId: $scanId, input: { phase: ANALYZING, findings: 0 }) { phase } }`,
+      { scanId },
+      claim.runnerToken,
+    );
+    expect(progress.body.errors).toBeUndefined();
+    return { scanId, holder };
+  }
+
+  it("refuses, and audits, a worker's decision on a live worker's healthy scan; the scan runs on", async () => {
+    const prisma = server.app.deps.prisma;
+    const { scanId, holder } = await healthyScan();
+    const rogue = await registerTestWorker(server, "rogue");
+
+    const response = await server.gql(RECOVER_SCANS, { workerId: rogue.id, decisions: [fail(scanId)] }, rogue.token);
+
+    expect(response.body.errors).toBeUndefined();
+    expect(response.body.data.recoverScans).toEqual([{ scanId, code: "RUNNER_EXITED", action: "FAIL", applied: false }]);
+    const refused = await server.gql(RECOVER_SCANS.replace("applied }", "applied refused }"), { workerId: rogue.id, decisions: [fail(scanId)] }, rogue.token);
+    expect(refused.body.data.recoverScans[0].refused).toContain(`held by live worker ${holder.id}`);
+    expect(await scanRow(server, scanId)).toMatchObject({ status: "RUNNING", errorCode: null });
+    expect((await eventsOf(server, scanId)).map((event) => event.code)).not.toContain("RUNNER_EXITED");
+    const audits = await prisma.auditEntry.findMany({ where: { action: "scan.recoverRefused" }, orderBy: { at: "asc" } });
+    expect(audits).toHaveLength(2);
+    expect(audits[0]).toMatchObject({
+      actor: "deploy-rogue",
+      target: `Worker:${rogue.id}`,
+      details: { workerId: rogue.id, refused: 1, decisions: [{ scanId, action: "FAIL", code: "RUNNER_EXITED" }] },
+    });
+
+    // Its own worker may.
+    const own = await server.gql(RECOVER_SCANS, { workerId: holder.id, decisions: [fail(scanId)] }, holder.token);
+    expect(own.body.data.recoverScans).toEqual([{ scanId, code: "RUNNER_EXITED", action: "FAIL", applied: true }]);
+  });
+
+  it("lets any worker apply a decision once the scan's worker is stale, or the scan is past the heartbeat TTL, the timeout or the stale threshold", async () => {
+    const prisma = server.app.deps.prisma;
+    const longAgoBy = (seconds: number) => new Date(Date.now() - seconds * 1000);
+    const staleWorker = await healthyScan();
+    await prisma.worker.update({ where: { id: staleWorker.holder.id }, data: { lastHeartbeatAt: longAgoBy(3600) } });
+    const silent = await healthyScan();
+    await prisma.scan.update({ where: { id: silent.scanId }, data: { lastHeartbeatAt: longAgoBy(600) } });
+    const timedOut = await healthyScan();
+    await prisma.scan.update({ where: { id: timedOut.scanId }, data: { startedAt: longAgoBy(5 * 3600) } });
+    const healthy = await healthyScan();
+    const other = await registerTestWorker(server, "another-worker");
+
+    const response = await server.gql(
+      RECOVER_SCANS,
+      { workerId: other.id, decisions: [fail(staleWorker.scanId), fail(silent.scanId, "RUNNER_HUNG"), fail(timedOut.scanId, "SCAN_TIMEOUT"), fail(healthy.scanId)] },
+      other.token,
+    );
+
+    expect(response.body.data.recoverScans.map((outcome: any) => outcome.applied)).toEqual([true, true, true, false]);
+    expect(await scanRow(server, healthy.scanId)).toMatchObject({ status: "RUNNING" });
+    expect(await scanRow(server, silent.scanId)).toMatchObject({ status: "FAILED", errorCode: "RUNNER_HUNG" });
+  });
+
+  it("refuses to requeue the starting claim of a live worker", async () => {
+    const scanId = await queueScan(server, alice);
+    const claimer = await registerTestWorker(server, "live-claimer");
+    await server.gql(CLAIM, { workerId: claimer.id, max: 1 }, claimer.token);
+    const other = await registerTestWorker(server, "impatient");
+    const response = await server.gql(
+      RECOVER_SCANS,
+      { workerId: other.id, decisions: [{ scanId, action: "REQUEUE", expectedStatus: "STARTING", code: "ORPHANED_CLAIM", reason: "mine now" }] },
+      other.token,
+    );
+    expect(response.body.data.recoverScans[0]).toMatchObject({ applied: false });
+    expect(await scanRow(server, scanId)).toMatchObject({ status: "STARTING", workerId: claimer.id });
+  });
+});
+
+describe("one worker at a time sweeps the scans of others", () => {
+  let server: TestServer;
+  const silent = pino({ level: "silent" });
+
+  beforeAll(async () => {
+    ecs.reset();
+    server = await startTestServer(serverEnv());
+  });
+  afterAll(() => server?.close());
+
+  const CANDIDATES = `query ($workerId: ID!) { recoveryCandidates(workerId: $workerId) { sweepsOthers running { id } orphaned { id } } }`;
+  const heartbeat = (worker: { id: string; token: string }) =>
+    server.gql(`mutation ($id: ID!) { workerHeartbeat(id: $id, input: { activeScans: 0, draining: false }) { id } }`, { id: worker.id }, worker.token);
+
+  it("three live workers recovering at once: one holds the lease and describes the dead worker's tasks, in one DescribeTasks call", async () => {
+    const prisma = server.app.deps.prisma;
+    const dead = await registerTestWorker(server, "dead-worker");
+    await prisma.worker.update({ where: { id: dead.id }, data: { lastHeartbeatAt: new Date(Date.now() - HOUR) } });
+    const launcher = ecsLauncher();
+    const tasks = await Promise.all(
+      Array.from({ length: 30 }, (_, index) => launcher.launch({ scanId: `leased-${index}`, attempt: 1, apiUrl: server.graphqlUrl, runnerToken: "unused" })),
+    );
+    for (const { taskId } of tasks) ecs.setTaskState(taskId, { lastStatus: "STOPPED", exitCode: 137 });
+    const scanIds = await insertScansInBulk(prisma, {
+      ownerId: "lease-owner",
+      taskIds: tasks.map((task) => task.taskId),
+      startedAt: new Date(Date.now() - 60_000),
+      workerId: dead.id,
+    });
+    const workers = await Promise.all([1, 2, 3].map((index) => registerTestWorker(server, `sweeper-${index}`)));
+    const describesBefore = ecs.calls("DescribeTasks");
+
+    await Promise.all(
+      workers.map((worker) => createRecoveryStep(ecsLauncher(), silent)(createApiClient({ url: server.graphqlUrl, token: () => worker.token }), worker.id)),
+    );
+
+    expect(ecs.calls("DescribeTasks") - describesBefore).toBe(1);
+    expect(await prisma.scan.count({ where: { id: { in: scanIds }, status: "FAILED", errorCode: "RUNNER_EXITED" } })).toBe(30);
+    const views = await Promise.all(workers.map(async (worker) => (await server.gql(CANDIDATES, { workerId: worker.id }, worker.token)).body.data.recoveryCandidates));
+    expect(views.filter((view) => view.sweepsOthers)).toHaveLength(1);
+  });
+
+  it("passes the lease on when its holder goes stale or drains, and keeps it with a holder that polls", async () => {
+    const prisma = server.app.deps.prisma;
+    const first = await registerTestWorker(server, "lease-first");
+    const second = await registerTestWorker(server, "lease-second");
+    await prisma.recoveryLease.deleteMany();
+    const sweeps = async (worker: { id: string; token: string }) =>
+      (await server.gql(CANDIDATES, { workerId: worker.id }, worker.token)).body.data.recoveryCandidates.sweepsOthers as boolean;
+
+    expect(await sweeps(first)).toBe(true);
+    expect(await sweeps(second)).toBe(false);
+    expect(await sweeps(first)).toBe(true);
+
+    await prisma.worker.update({ where: { id: first.id }, data: { lastHeartbeatAt: new Date(Date.now() - HOUR) } });
+    expect(await sweeps(second)).toBe(true);
+    // The stale one comes back: the lease stays with the worker that has it.
+    await heartbeat(first);
+    expect(await sweeps(first)).toBe(false);
+
+    await server.gql(`mutation ($id: ID!) { workerHeartbeat(id: $id, input: { activeScans: 0, draining: true }) { id } }`, { id: second.id }, second.token);
+    expect(await sweeps(first)).toBe(true);
+    expect(await sweeps(second)).toBe(false);
+  });
+
+  it("lists to a worker without the lease only the running scans it holds", async () => {
+    const prisma = server.app.deps.prisma;
+    await prisma.recoveryLease.deleteMany();
+    const holder = await registerTestWorker(server, "lease-holder");
+    const plain = await registerTestWorker(server, "lease-less");
+    expect((await server.gql(CANDIDATES, { workerId: holder.id }, holder.token)).body.data.recoveryCandidates.sweepsOthers).toBe(true);
+    const [own] = await insertScansInBulk(prisma, { ownerId: "lease-owner", taskIds: [unknownTaskArn()], startedAt: new Date(), workerId: plain.id });
+    await insertScansInBulk(prisma, { ownerId: "lease-owner", taskIds: [null], status: "STARTING", startedAt: new Date(Date.now() - HOUR), workerId: null });
+
+    const view = (await server.gql(CANDIDATES, { workerId: plain.id }, plain.token)).body.data.recoveryCandidates;
+    expect(view).toEqual({ sweepsOthers: false, running: [{ id: own }], orphaned: [] });
+  });
+});

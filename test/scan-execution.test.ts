@@ -184,3 +184,139 @@ describe("the runner", () => {
     expect(scan).toMatchObject({ status: "FAILED", errorCode: "ARCHIVE_TOO_LARGE" });
   });
 });
+
+const PROGRESS = `mutation ($scanId: ID!, $input: ScanProgressInput!) {
+  reportScanProgress(scanId: $scanId, input: $input) { phase filesDone filesTotal bytesDone bytesTotal findings updatedAt }
+}`;
+const RECOVER = `mutation ($workerId: ID!, $decisions: [RecoveryDecisionInput!]!) { recoverScans(workerId: $workerId, decisions: $decisions) { applied refused } }`;
+
+const scanRow = (scanId: string) => server.app.deps.prisma.scan.findUniqueOrThrow({ where: { id: scanId } });
+const stateCodes = async (scanId: string) =>
+  (await server.app.deps.prisma.scanEvent.findMany({ where: { scanId }, orderBy: { seq: "asc" } })).filter((event) => event.kind === "STATE").map((event) => event.code);
+const download = (artifactId: string, token: string) =>
+  fetch(`${server.url}/v1/artifacts/${artifactId}`, { headers: { authorization: `Bearer ${token}` } });
+
+describe("one runner per attempt", () => {
+  it("refuses the token of an earlier claim once the scan was requeued and claimed again: events, findings, progress, completion, download", async () => {
+    const scanId = await queueScan();
+    const doomed = await registerTestWorker(server, "doomed-claimer");
+    const first = await claimOne(doomed);
+    expect(first).toMatchObject({ attempt: 1, scan: { id: scanId } });
+    // The worker dies before it launches anything; another worker requeues its orphaned claim.
+    await server.app.deps.prisma.worker.update({ where: { id: doomed.id }, data: { lastHeartbeatAt: new Date(Date.now() - 3600_000) } });
+    const rescuer = await registerTestWorker(server, "rescuer");
+    const requeued = await server.gql(
+      RECOVER,
+      { workerId: rescuer.id, decisions: [{ scanId, action: "REQUEUE", expectedStatus: "STARTING", code: "ORPHANED_CLAIM", reason: "orphaned" }] },
+      rescuer.token,
+    );
+    expect(requeued.body.data.recoverScans).toEqual([{ applied: true, refused: null }]);
+    // Back in the queue, the old claim is already void.
+    expect(errorCodes(await server.gql(PROGRESS, { scanId, input: { phase: "DOWNLOADING", findings: 0 } }, first.runnerToken))).toEqual(["CONFLICT"]);
+    const second = await claimOne(rescuer);
+    expect(second).toMatchObject({ attempt: 2, scan: { id: scanId } });
+    const eventsBefore = await server.app.deps.prisma.scanEvent.count({ where: { scanId } });
+
+    const critical = { ...finding(1), ruleId: "private-key", severity: "CRITICAL" };
+    for (const [query, variables] of [
+      [APPEND_EVENTS, { scanId, events: [{ kind: "LOG", message: "attempt 1 is still here" }] }],
+      [ADD_FINDINGS, { scanId, findings: [critical] }],
+      [PROGRESS, { scanId, input: { phase: "ANALYZING", findings: 1 } }],
+      [COMPLETE, { scanId, input: { status: "SUCCEEDED" } }],
+    ] as const) {
+      const response = await server.gql(query, variables, first.runnerToken);
+      expect(errorCodes(response)).toEqual(["CONFLICT"]);
+      expect(response.body.errors![0].message).toMatch(/claimed again \(attempt 2\); this runner's token is for attempt 1/);
+    }
+    const stale = await download(first.sourceArtifactId, first.runnerToken);
+    expect(stale.status).toBe(409);
+    expect((await stale.json()).errors[0].extensions.code).toBe("CONFLICT");
+    expect(await server.app.deps.prisma.finding.count({ where: { scanId } })).toBe(0);
+    expect(await server.app.deps.prisma.scanEvent.count({ where: { scanId } })).toBe(eventsBefore);
+    expect(await scanRow(scanId)).toMatchObject({ status: "STARTING", attempts: 2, lastHeartbeatAt: null, progress: null });
+
+    // The current claim's token works, and once the scan has ended it too is refused.
+    expect((await download(second.sourceArtifactId, second.runnerToken)).status).toBe(200);
+    expect((await server.gql(ADD_FINDINGS, { scanId, findings: [critical] }, second.runnerToken)).body.data.addFindings).toEqual({ added: 1, duplicates: 0 });
+    expect((await server.gql(COMPLETE, { scanId, input: { status: "SUCCEEDED" } }, second.runnerToken)).body.data.completeScan.status).toBe("SUCCEEDED");
+    expect((await download(second.sourceArtifactId, second.runnerToken)).status).toBe(409);
+    expect(errorCodes(await server.gql(PROGRESS, { scanId, input: { phase: "REPORTING", findings: 1 } }, second.runnerToken))).toEqual(["CONFLICT"]);
+  });
+
+  it("refuses a runner token that names no claim attempt", async () => {
+    const scanId = await queueScan();
+    const claim = await claimOne(await registerTestWorker(server, "attemptless"));
+    const legacy = await server.token(`runner:${scanId}`, { scope: "runner", scanId });
+    expect(errorCodes(await server.gql(PROGRESS, { scanId, input: { phase: "DOWNLOADING", findings: 0 } }, legacy))).toEqual(["FORBIDDEN"]);
+    expect(errorCodes(await server.gql(ADD_FINDINGS, { scanId, findings: [finding(0)] }, legacy))).toEqual(["FORBIDDEN"]);
+    expect((await download(claim.sourceArtifactId, legacy)).status).toBe(403);
+  });
+});
+
+describe("a runner that reports before its worker's launch report", () => {
+  it("completes a STARTING scan: it goes through RUNNING to SUCCEEDED", async () => {
+    const scanId = await queueScan();
+    const claim = await claimOne(await registerTestWorker(server, "slow-reporter"));
+    expect(await statusOf(scanId)).toBe("STARTING");
+
+    const completed = await server.gql(COMPLETE, { scanId, input: { status: "SUCCEEDED" } }, claim.runnerToken);
+    expect(completed.body).toEqual({ data: { completeScan: { id: scanId, status: "SUCCEEDED", errorCode: null } } });
+    expect(await stateCodes(scanId)).toEqual(["QUEUED", "STARTING", "RUNNING", "SUCCEEDED"]);
+    const [running] = await server.app.deps.prisma.scanEvent.findMany({ where: { scanId, code: "RUNNING" } });
+    expect(running).toMatchObject({ data: { from: "STARTING", to: "RUNNING", by: "runner" } });
+  });
+
+  it("moves the scan to RUNNING with its first progress report; the worker's launch report then records the task", async () => {
+    const scanId = await queueScan();
+    const worker = await registerTestWorker(server, "late-launch-report");
+    const claim = await claimOne(worker);
+
+    const report = await server.gql(
+      PROGRESS,
+      { scanId, input: { phase: "DOWNLOADING", bytesDone: "0", bytesTotal: "6000000000", findings: 0 } },
+      claim.runnerToken,
+    );
+    expect(report.body.data.reportScanProgress).toMatchObject({ phase: "DOWNLOADING", bytesDone: "0", bytesTotal: "6000000000", filesDone: null });
+    const running = await scanRow(scanId);
+    expect(running).toMatchObject({ status: "RUNNING", taskId: null, progress: { phase: "DOWNLOADING", bytesTotal: 6_000_000_000 } });
+    expect(running.lastHeartbeatAt).not.toBeNull();
+
+    // A launch report for an earlier claim is refused; this claim's succeeds and records the task.
+    expect(errorCodes(await server.gql(`mutation { reportScanStarted(scanId: "${scanId}", taskId: "local:7", attempt: 2) { id } }`, {}, worker.token))).toEqual([
+      "CONFLICT",
+    ]);
+    const started = await server.gql(
+      `mutation ($scanId: ID!) { reportScanStarted(scanId: $scanId, taskId: "local:7", attempt: 1) { status taskId } }`,
+      { scanId },
+      worker.token,
+    );
+    expect(started.body).toEqual({ data: { reportScanStarted: { status: "RUNNING", taskId: "local:7" } } });
+    expect(await stateCodes(scanId)).toEqual(["QUEUED", "STARTING", "RUNNING"]);
+    expect(await server.app.deps.prisma.scanEvent.count({ where: { scanId, code: "TASK_STARTED" } })).toBe(1);
+    // Said again (a retried call), it changes nothing; another task id is a conflict.
+    expect((await server.gql(REPORT_STARTED, { scanId, taskId: "local:7" }, worker.token)).body.data.reportScanStarted.status).toBe("RUNNING");
+    expect(errorCodes(await server.gql(REPORT_STARTED, { scanId, taskId: "local:8" }, worker.token))).toEqual(["CONFLICT"]);
+    expect(await server.app.deps.prisma.scanEvent.count({ where: { scanId, code: "TASK_STARTED" } })).toBe(1);
+  });
+});
+
+describe("progress reports", () => {
+  it("refuses counts that cannot be (negative, done past total) and leaves the last report as it was", async () => {
+    const scanId = await queueScan();
+    const claim = await claimOne(await registerTestWorker(server, "bad-counts"));
+    const good = { phase: "ANALYZING", filesDone: 3, filesTotal: 10, bytesDone: "300", findings: 1 };
+    expect((await server.gql(PROGRESS, { scanId, input: good }, claim.runnerToken)).body.errors).toBeUndefined();
+    for (const input of [
+      { ...good, filesDone: 11 },
+      { ...good, filesDone: -1 },
+      { ...good, bytesDone: "-5" },
+      { ...good, bytesDone: "100", bytesTotal: "99" },
+      { ...good, findings: -2 },
+      { ...good, bytesDone: "9007199254740993" },
+    ]) {
+      const response = await server.gql(PROGRESS, { scanId, input }, claim.runnerToken);
+      expect(errorCodes(response), JSON.stringify(input)).toEqual(["BAD_USER_INPUT"]);
+    }
+    expect((await scanRow(scanId)).progress).toMatchObject({ phase: "ANALYZING", filesDone: 3, filesTotal: 10, bytesDone: 300, bytesTotal: null, findings: 1 });
+  });
+});
