@@ -38,10 +38,15 @@ export function startVega(
   args: string[],
   env: Record<string, string>,
   ready: RegExp,
-  options: { timeoutMs?: number } = {},
+  options: { timeoutMs?: number; detached?: boolean } = {},
 ): Promise<{ child: ChildProcess; output: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [vegaBin, ...args], { env: childEnv({ VEGA_LOG_LEVEL: "info", ...env }), stdio: ["ignore", "pipe", "pipe"] });
+    // detached: the process leads a process group of its own (its runners join it), which a test can kill whole.
+    const child = spawn(process.execPath, [vegaBin, ...args], {
+      env: childEnv({ VEGA_LOG_LEVEL: "info", ...env }),
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: options.detached ?? false,
+    });
     let output = "";
     const timer = setTimeout(() => {
       child.kill("SIGKILL");

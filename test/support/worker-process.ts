@@ -4,7 +4,7 @@
  * and the scan's rows, awaited with a bounded poll where no event tells.
  */
 import type { ChildProcess } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -123,6 +123,20 @@ export function processExists(pid: number): boolean {
     return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Whether a process has ended: gone, or a zombie waiting for a parent to reap
+ * it (an orphan whose parent died is reaped by init, if init reaps at all).
+ */
+export function processEnded(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The state follows the command name in parentheses, which may itself hold spaces.
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z";
+  } catch {
+    return !processExists(pid);
   }
 }
 
