@@ -43,7 +43,7 @@ const APPLY_BATCH = 500;
 const AUDITED_REFUSALS = 100;
 const RECOVERY_LEASE = "recovery-sweep";
 
-export const auditRecoveryRefused = "scan.recoverRefused";
+const AUDIT_RECOVERY_REFUSED = "scan.recoverRefused";
 
 export function recoveryPolicy(config: Config, now: Date): RecoveryPolicy {
   return {
@@ -295,7 +295,7 @@ export async function recoverScansForWorker(deps: RecoveryDeps, principal: Princ
     const refused = [...refusals.keys()];
     await recordAudit(deps.prisma, {
       actor: principal.sub,
-      action: auditRecoveryRefused,
+      action: AUDIT_RECOVERY_REFUSED,
       target: `Worker:${workerId}`,
       details: {
         workerId,

@@ -40,6 +40,8 @@ export default async function (): Promise<void> {
     VEGA_ECS_CLUSTER: "vega",
     VEGA_ECS_TASK_DEFINITION: "vega-runner:1",
     VEGA_SCAN_RUNNING_STALE_SECONDS: "3600",
+    // Past the scans' age: the live tasks are warned about by the stale sweep, not stopped by the timeout.
+    VEGA_SCAN_TIMEOUT_SECONDS: "86400",
     ...(db.url ? { VEGA_DATABASE_URL: db.url } : {}),
   });
   const { pubsub, close: closePubSub } = createVegaPubSub(config);
