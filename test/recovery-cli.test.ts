@@ -53,6 +53,8 @@ beforeAll(async () => {
     VEGA_LAUNCHER: "ecs",
     VEGA_ECS_CLUSTER: "vega",
     VEGA_SCAN_RUNNING_STALE_SECONDS: "3600",
+    // Past the scans' age: this is the stale sweep (the timeout has tests of its own).
+    VEGA_SCAN_TIMEOUT_SECONDS: "86400",
     VEGA_SCAN_MAX_ATTEMPTS: "3",
     ...ecsClientEnv(ecs.url),
   };

@@ -195,6 +195,35 @@ describe("the stale sweep, against ECS", () => {
     });
   });
 
+  it("stops the task of a hung runner and of a scan past its timeout (StopTask), then fails them; a dry run stops nothing", async () => {
+    const { scanIds, taskArns } = await runningEcsScans(server, alice, 3);
+    const [hung, timedOut, healthy] = scanIds;
+    for (const taskArn of taskArns) ecs.setTaskState(taskArn, { lastStatus: "RUNNING" });
+    const prisma = server.app.deps.prisma;
+    await prisma.scan.update({ where: { id: hung }, data: { lastHeartbeatAt: new Date(Date.now() - 600_000) } });
+    await prisma.scan.update({ where: { id: timedOut }, data: { startedAt: new Date(Date.now() - 5 * HOUR), lastHeartbeatAt: new Date() } });
+    await prisma.scan.update({ where: { id: healthy }, data: { lastHeartbeatAt: new Date() } });
+    const stopsBefore = ecs.calls("StopTask");
+
+    const dry = (await server.gql(RECOVER_STALE, { dryRun: true }, operator)).body.data.recoverStaleScans;
+    const mine = (sweep: any) =>
+      Object.fromEntries(sweep.decisions.filter((decision: any) => scanIds.includes(decision.scanId)).map((decision: any) => [decision.scanId, [decision.action, decision.code]]));
+    expect(mine(dry)).toEqual({ [hung]: ["STOP_AND_FAIL", "RUNNER_HUNG"], [timedOut]: ["STOP_AND_FAIL", "SCAN_TIMEOUT"] });
+    expect(ecs.calls("StopTask")).toBe(stopsBefore);
+
+    const real = (await server.gql(RECOVER_STALE, { dryRun: false }, operator)).body.data.recoverStaleScans;
+    expect(mine(real)).toEqual(mine(dry));
+    const stops = ecs.requests.filter((request) => request.operation === "StopTask").slice(stopsBefore);
+    expect(stops.map((request) => request.body.task).sort()).toEqual([taskArns[0], taskArns[1]].sort());
+    expect(stops.find((request) => request.body.task === taskArns[0])!.body.reason).toMatch(/^RUNNER_HUNG: /);
+    expect(stops.every((request) => request.body.reason.length <= 255)).toBe(true);
+    expect(ecs.tasks.get(taskArns[0])).toMatchObject({ lastStatus: "STOPPED", stopCode: "UserInitiated" });
+    expect(await scanRow(server, hung)).toMatchObject({ status: "FAILED", errorCode: "RUNNER_HUNG" });
+    expect(await scanRow(server, timedOut)).toMatchObject({ status: "FAILED", errorCode: "SCAN_TIMEOUT" });
+    expect(await scanRow(server, healthy)).toMatchObject({ status: "RUNNING", errorCode: null });
+    expect(ecs.tasks.get(taskArns[2])!.lastStatus).toBe("RUNNING");
+  });
+
   it("reads a task that is stopping as alive: the runner may still be writing", async () => {
     const { scanIds, taskArns } = await runningEcsScans(server, alice, 1);
     ecs.setTaskState(taskArns[0], { lastStatus: "DEACTIVATING" });

@@ -17,6 +17,7 @@ import type { Deps } from "../context.ts";
 import type { PrismaClient } from "../db/client.ts";
 import { badUserInput } from "../errors.ts";
 import {
+  launcherCanDescribe,
   planRecovery,
   recoveryAuthority,
   type OrphanedScan,
@@ -327,14 +328,16 @@ export interface RecoverySweep {
  */
 export async function recoverStaleScans(
   deps: RecoveryDeps & { log: StopLogger },
-  launcher: Pick<Launcher, "describe" | "stop">,
+  launcher: Pick<Launcher, "kind" | "describe" | "stop">,
   options: { dryRun: boolean; actor?: string },
 ): Promise<RecoverySweep> {
   const now = new Date();
   const candidates = await listRecoveryCandidates(deps, { everything: true }, now);
-  const taskIds = candidates.running.flatMap((scan) => (scan.taskId === null ? [] : [scan.taskId]));
+  // As in a worker's step: a task this launcher cannot tell about is not judged gone.
+  const running = candidates.running.filter((scan) => scan.taskId === null || launcherCanDescribe(launcher.kind, scan.taskId));
+  const taskIds = running.flatMap((scan) => (scan.taskId === null ? [] : [scan.taskId]));
   const tasks = taskIds.length > 0 ? await launcher.describe(taskIds) : new Map();
-  const decisions = planRecovery(candidates.running, tasks, candidates.orphaned, recoveryPolicy(deps.config, now));
+  const decisions = planRecovery(running, tasks, candidates.orphaned, recoveryPolicy(deps.config, now));
   const outcomes = options.dryRun
     ? []
     : await applyRecoveryDecisions(deps, await stopTasksBeforeFailing(decisions, (taskId, reason, stop) => launcher.stop(taskId, reason, stop), deps.log));
