@@ -97,6 +97,19 @@ function runningWithTask(setup: Setup, scanId: string) {
   );
 }
 
+/**
+ * Submits a scan of `files` (findings sent one a call) and resolves once its runner's second addFindings
+ * waits at the gate: the runner is then busy with its scan, RUNNING, for as long as the hold lasts.
+ */
+async function heldAtSecondFinding(setup: Setup, files: { name: string; data: string }[]) {
+  let scanId: string | undefined;
+  const second = hold(setup, (call) => call.operationName === "AddFindings" && call.variables.scanId === scanId, { skip: 1 });
+  scanId = await submit(setup, files);
+  await within(second.first, "the runner's second addFindings", { timeoutMs: 120_000, details: () => workerLog(setup, scanId!) });
+  const running = await runningWithTask(setup, scanId);
+  return { scanId, running, pid: pidOfLocalTask(running.taskId), second };
+}
+
 /** Source files with no secret: bulk for the analyzer to go through. */
 const fillerFiles = (count: number, bytesEach: number) =>
   Array.from({ length: count }, (_, index) => ({
@@ -113,15 +126,10 @@ describe("a runner that stops reporting while its process lives", () => {
   );
 
   it("is killed once SIGSTOPped mid-analysis (alive, silent past the TTL), and the scan FAILED RUNNER_HUNG keeps the findings it had sent", async () => {
-    let scanId: string | undefined;
-    // The runner's second addFindings waits at the gate: the runner is in the middle of its analysis.
-    const second = hold(setup, (call) => call.operationName === "AddFindings" && call.variables.scanId === scanId, { skip: 1 });
-    scanId = await submit(setup, [awsKeysFile(20)]);
-    await within(second.first, "the runner's second addFindings", { timeoutMs: 120_000, details: () => workerLog(setup, scanId!) });
-    const running = await runningWithTask(setup, scanId);
+    // The runner is in the middle of its analysis.
+    const { scanId, running, pid, second } = await heldAtSecondFinding(setup, [awsKeysFile(20)]);
     expect(running.progress).toMatchObject({ phase: "ANALYZING" });
     expect(running.lastHeartbeatAt).not.toBeNull();
-    const pid = pidOfLocalTask(running.taskId);
 
     process.kill(pid, "SIGSTOP");
     second.drop();
@@ -228,13 +236,8 @@ describe("a scan running past VEGA_SCAN_TIMEOUT_SECONDS", () => {
   const setup = useSetup("timeout-host", { VEGA_SCAN_TIMEOUT_SECONDS: "4" }, { VEGA_RUNNER_FINDINGS_BATCH: "1" });
 
   it("has its runner stopped (SIGTERM: it removes its work directory) and is FAILED SCAN_TIMEOUT, keeping its findings", async () => {
-    let scanId: string | undefined;
-    // The runner waits on its second addFindings for as long as it lives: healthy and reporting, but not done.
-    const second = hold(setup, (call) => call.operationName === "AddFindings" && call.variables.scanId === scanId, { skip: 1 });
-    scanId = await submit(setup, [awsKeysFile(5)]);
-    await within(second.first, "the runner's second addFindings", { timeoutMs: 120_000, details: () => workerLog(setup, scanId!) });
-    const running = await runningWithTask(setup, scanId);
-    const pid = pidOfLocalTask(running.taskId);
+    // The runner waits for as long as it lives: healthy and reporting, but not done.
+    const { scanId, pid } = await heldAtSecondFinding(setup, [awsKeysFile(5)]);
 
     const failed = await waitForScanStatus(setup.server.app.deps.prisma, scanId, FINISHED, { timeoutMs: 120_000 });
     expect(failed, workerLog(setup, scanId)).toMatchObject({ status: "FAILED", errorCode: "SCAN_TIMEOUT" });

@@ -1,7 +1,9 @@
 /**
  * Running scans: workers claim queued scans and report their launch; runners
- * report events and findings for their one scan and complete it. Every status
- * change goes through scan-state.ts (compare-and-set, event, publication).
+ * report progress (their heartbeat), events and findings for their one scan and
+ * complete it, each with a token bound to one claim of it (one runner per
+ * attempt). Every status change goes through scan-state.ts (compare-and-set,
+ * event, publication).
  */
 import { signToken, type Principal } from "../auth.ts";
 import type { Deps } from "../context.ts";
@@ -119,7 +121,7 @@ export async function reportScanStarted(deps: ExecutionDeps, principal: Principa
       }
       return { scan: await tx.scan.findUniqueOrThrow({ where: { id: scanId } }), started: undefined };
     }
-    const reclaimed = row.attempts !== (attempt ?? row.attempts) ? ` and was claimed again (attempt ${row.attempts}, this launch is ${attempt})` : "";
+    const reclaimed = attempt != null && attempt !== row.attempts ? ` and was claimed again (attempt ${row.attempts}, this launch is ${attempt})` : "";
     throw conflict(`Scan ${scanId} is ${row.status}${reclaimed}; it cannot become RUNNING with task ${taskId}`, {
       status: row.status,
       attempt: row.attempts,

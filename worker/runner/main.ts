@@ -188,8 +188,8 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
       ]);
 
       await heartbeat.enter("ANALYZING", { filesDone: 0, bytesDone: 0 });
-      const summary = await analyze(path.join(workDir, "source"), heartbeat, findings, throwIfEnded);
-      await heartbeat.enter("REPORTING", { filesDone: summary.filesScanned, bytesDone: summary.bytesScanned });
+      const { summary, filesListed } = await analyze(path.join(workDir, "source"), heartbeat, findings, throwIfEnded);
+      await heartbeat.enter("REPORTING", { filesDone: filesListed, filesTotal: filesListed, bytesDone: summary.bytesScanned });
       throwIfEnded();
       const added = await findings.close();
       await events([
@@ -239,12 +239,14 @@ async function analyze(
   heartbeat: RunnerHeartbeat,
   findings: FindingsStream<FindingInput>,
   throwIfEnded: () => void,
-): Promise<SecretScanSummary> {
+): Promise<{ summary: SecretScanSummary; filesListed: number }> {
   const scan = scanTreeProgressively(root);
+  let filesListed = 0;
   try {
     for (;;) {
       const step = await scan.next();
-      if (step.done) return step.value;
+      if (step.done) return { summary: step.value, filesListed };
+      filesListed = step.value.filesTotal;
       throwIfEnded();
       heartbeat.update({ filesDone: step.value.filesDone, filesTotal: step.value.filesTotal, bytesDone: step.value.bytesScanned });
       heartbeat.foundFindings(step.value.findings.length);

@@ -43,6 +43,12 @@
  *   most a quarter of the secret) followed by `****`; long lines are cut to a
  *   window around the secret.
  *
+ * As it goes
+ * - scanTreeProgressively yields each batch's new findings and the counts so far
+ *   as soon as the batch is done, so the runner sends findings while the scan
+ *   goes on (a crash keeps what was found before it) and reports its progress;
+ *   scanTree is the same scan run to its summary.
+ *
  * Parallelism
  * - scanTree scans on up to `concurrency` threads (default
  *   os.availableParallelism()), all taking batches of files from one queue: the
