@@ -139,12 +139,10 @@ export async function holdRecoveryLease(prisma: PrismaClient, config: Config, wo
       ON CONFLICT (name) DO NOTHING`;
     const [lease] = await tx.$queryRaw<{ workerId: string; acquiredAt: Date; expiresAt: Date }[]>`
       SELECT "workerId", "acquiredAt", "expiresAt" FROM "RecoveryLease" WHERE name = ${RECOVERY_LEASE} FOR UPDATE`;
-    const candidateAble = await tx.worker.count({ where: { id: workerId, draining: false, NOT: gone } });
-    if (candidateAble === 0) return false;
-    if (lease.workerId !== workerId && lease.expiresAt > now) {
-      const holderAble = await tx.worker.count({ where: { id: lease.workerId, draining: false, NOT: gone } });
-      if (holderAble > 0) return false;
-    }
+    // Only a registered, live worker that is not draining may hold it.
+    const mayHold = async (id: string) => (await tx.worker.count({ where: { id, draining: false, NOT: gone } })) > 0;
+    if (!(await mayHold(workerId))) return false;
+    if (lease.workerId !== workerId && lease.expiresAt > now && (await mayHold(lease.workerId))) return false;
     await tx.recoveryLease.update({
       where: { name: RECOVERY_LEASE },
       data: { workerId, acquiredAt: lease.workerId === workerId ? lease.acquiredAt : now, expiresAt },
