@@ -101,10 +101,14 @@ function runningWithTask(setup: Setup, scanId: string) {
  * Submits a scan of `files` (findings sent one a call) and resolves once its runner's second addFindings
  * waits at the gate: the runner is then busy with its scan, RUNNING, for as long as the hold lasts.
  */
-async function heldAtSecondFinding(setup: Setup, files: { name: string; data: string }[]) {
+async function heldAtSecondFinding(setup: Setup, files: { name: string; data: string }[], options: { onClaimed?: () => void } = {}) {
   let scanId: string | undefined;
   const second = hold(setup, (call) => call.operationName === "AddFindings" && call.variables.scanId === scanId, { skip: 1 });
   scanId = await submit(setup, files);
+  if (options.onClaimed) {
+    await waitForScanStatus(setup.server.app.deps.prisma, scanId, ["STARTING", "RUNNING", ...FINISHED], { timeoutMs: 120_000 });
+    options.onClaimed();
+  }
   await within(second.first, "the runner's second addFindings", { timeoutMs: 120_000, details: () => workerLog(setup, scanId!) });
   const running = await runningWithTask(setup, scanId);
   return { scanId, running, pid: pidOfLocalTask(running.taskId), second };
@@ -120,7 +124,8 @@ const fillerFiles = (count: number, bytesEach: number) =>
 describe("a runner that stops reporting while its process lives", () => {
   const setup = useSetup(
     "hung-runner-host",
-    { VEGA_SCAN_HEARTBEAT_TTL_SECONDS: "5", VEGA_RUNNER_HEARTBEAT_SECONDS: "1" },
+    // Eight beats may be missed before a runner counts as hung: a busy machine delays some, not eight in a row.
+    { VEGA_SCAN_HEARTBEAT_TTL_SECONDS: "8", VEGA_RUNNER_HEARTBEAT_SECONDS: "1" },
     // Passed on to the runners: a progress report every second, one addFindings call per finding.
     { VEGA_RUNNER_HEARTBEAT_SECONDS: "1", VEGA_RUNNER_FINDINGS_BATCH: "1" },
   );
@@ -136,7 +141,7 @@ describe("a runner that stops reporting while its process lives", () => {
 
     const failed = await waitForScanStatus(setup.server.app.deps.prisma, scanId, FINISHED, { timeoutMs: 120_000 });
     expect(failed, workerLog(setup, scanId)).toMatchObject({ status: "FAILED", errorCode: "RUNNER_HUNG" });
-    expect(failed.errorMessage).toMatch(/no progress report for \d+ s \(TTL 5 s\)/);
+    expect(failed.errorMessage).toMatch(/no progress report for \d+ s \(TTL 8 s\)/);
     const [hung] = await eventsWithCode(setup, scanId, "RUNNER_HUNG");
     expect(hung).toMatchObject({
       kind: "ERROR",
@@ -236,8 +241,14 @@ describe("a scan running past VEGA_SCAN_TIMEOUT_SECONDS", () => {
   const setup = useSetup("timeout-host", { VEGA_SCAN_TIMEOUT_SECONDS: "4" }, { VEGA_RUNNER_FINDINGS_BATCH: "1" });
 
   it("has its runner stopped (SIGTERM: it removes its work directory) and is FAILED SCAN_TIMEOUT, keeping its findings", async () => {
-    // The runner waits for as long as it lives: healthy and reporting, but not done.
-    const { scanId, pid } = await heldAtSecondFinding(setup, [awsKeysFile(5)]);
+    // From the claim on, the worker's recovery waits at the gate, so that the timeout (counted from the scan's
+    // start, seconds later) cannot end the scan before its runner is where the test wants it: waiting on its
+    // second addFindings for as long as it lives, healthy and reporting, but not done.
+    let recovery: Hold | undefined;
+    const { scanId, pid } = await heldAtSecondFinding(setup, [awsKeysFile(5)], {
+      onClaimed: () => (recovery = hold(setup, (call) => call.operationName === "RecoveryCandidates")),
+    });
+    recovery!.release();
 
     const failed = await waitForScanStatus(setup.server.app.deps.prisma, scanId, FINISHED, { timeoutMs: 120_000 });
     expect(failed, workerLog(setup, scanId)).toMatchObject({ status: "FAILED", errorCode: "SCAN_TIMEOUT" });
