@@ -8,10 +8,12 @@ import { signToken } from "../auth.ts";
 import { ConfigError, defaultWorkerName, type Config } from "../config.ts";
 import { createLogger, type Logger } from "../logger.ts";
 import { Worker, type WorkerSettings } from "../../worker/main.ts";
+import type { RegistrationRefusedError } from "../../worker/heartbeat.ts";
 import { createLauncher } from "../../worker/launchers/index.ts";
 import { createRecoveryStep } from "../../worker/recovery.ts";
 import { ScanExecutionLoop } from "../../worker/scan-loop.ts";
 import { parseArgs, rejectUnknownFlags } from "./args.ts";
+import { untilStopRequested } from "./stop-signal.ts";
 
 const packageVersion = (): string =>
   (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -66,17 +68,20 @@ export async function worker(argv: string[], config: Config) {
   }
   const log = createLogger(config, { service: "vega-worker" });
   const { worker: instance, close } = createScanWorker(config, config.apiUrl, config.workerToken, log);
-  const stop = new Promise<NodeJS.Signals>((resolve) => {
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-    process.once("SIGINT", () => resolve("SIGINT"));
-  });
   // Not awaited: registration retries until the API answers, and a signal must be able to end that.
   void instance.start();
-  const signal = await stop;
-  log.info({ signal }, "worker stopping");
+  const outcome = await Promise.race([untilStopRequested(config).then((reason) => ({ reason })), instance.refused.then((error) => ({ error }))]);
+  log.info("error" in outcome ? { reason: "registration refused" } : outcome, "worker stopping");
   // A safety net behind the worker's own deadline: the process ends within VEGA_WORKER_SHUTDOWN_SECONDS.
-  setTimeout(() => process.exit(0), config.workerShutdownSeconds * 1000).unref();
+  setTimeout(() => process.exit("error" in outcome ? 1 : 0), config.workerShutdownSeconds * 1000).unref();
   await close();
+  if ("error" in outcome) throw outcome.error;
+}
+
+export interface EmbeddedWorker {
+  /** Resolves if the API refuses the worker for good (see registrationRefusal). */
+  refused: Promise<RegistrationRefusedError>;
+  close(): Promise<void>;
 }
 
 /**
@@ -90,7 +95,7 @@ export async function startEmbeddedWorker(
   apiBaseUrl: string,
   signingKey: Uint8Array | undefined,
   log: Logger,
-): Promise<{ close(): Promise<void> }> {
+): Promise<EmbeddedWorker> {
   let token = config.workerToken;
   if (signingKey) {
     token = await signToken(signingKey, { sub: "embedded-worker", scope: "worker", ttlSeconds: 365 * 24 * 3600 });
@@ -100,5 +105,5 @@ export async function startEmbeddedWorker(
   }
   const { worker: instance, close } = createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ component: "embedded-worker" }));
   void instance.start();
-  return { close };
+  return { refused: instance.refused, close };
 }
