@@ -142,6 +142,7 @@ export const settings = {
   runnerFindingsBatch: setting("VEGA_RUNNER_FINDINGS_BATCH", "500", positiveInteger, "findings per addFindings call from a runner (the API takes at most 1000)"),
   scanId: setting("VEGA_SCAN_ID", "", optionalText, "the runner's scan (set by the launcher)"),
   runnerToken: setting("VEGA_RUNNER_TOKEN", "", optionalText, "the runner's token bound to its scan (set by the launcher)"),
+  runnerWorkDir: setting("VEGA_RUNNER_WORK_DIR", "", optionalText, "the runner's work directory (set by the local launcher, which removes it when the runner exits); unset: a new one under TMPDIR"),
   ecsCluster: setting("VEGA_ECS_CLUSTER", "", optionalText, "cluster for runner tasks"),
   ecsTaskDefinition: setting("VEGA_ECS_TASK_DEFINITION", "vega-runner", text, "task definition of the runner"),
   ecsContainerName: setting("VEGA_ECS_CONTAINER_NAME", "runner", text, "container in the runner task definition"),

@@ -14,7 +14,7 @@ export async function runner(argv: string[], config: Config) {
   if (!config.scanId || !config.runnerToken) throw new UsageError("vega runner needs VEGA_SCAN_ID and VEGA_RUNNER_TOKEN (set by the launcher)");
   const log = createLogger(config, { service: "vega-runner", scanId: config.scanId });
   const outcome = await runScan(
-    { apiUrl: config.apiUrl, scanId: config.scanId, token: config.runnerToken, limits: archiveLimitsOf(config), findingsBatch: Math.min(config.runnerFindingsBatch, 1000) },
+    { apiUrl: config.apiUrl, scanId: config.scanId, token: config.runnerToken, limits: archiveLimitsOf(config), findingsBatch: Math.min(config.runnerFindingsBatch, 1000), workDir: config.runnerWorkDir },
     log,
   );
   log.info({ outcome }, "runner finished");

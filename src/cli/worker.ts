@@ -35,10 +35,13 @@ function workerSettings(config: Config, apiUrl: string, token: string): WorkerSe
 /**
  * A worker with its scan loop: the launcher VEGA_LAUNCHER names, recovery before
  * each claim, claims up to VEGA_WORKER_CAPACITY. Closing stops the worker (drain,
- * deregister), then releases the launcher.
+ * deregister), then releases the launcher. Before anything runs, the local
+ * launcher removes the work directories that runners killed with an earlier
+ * worker left behind.
  */
-function createScanWorker(config: Config, apiUrl: string, token: string, log: Logger) {
+async function createScanWorker(config: Config, apiUrl: string, token: string, log: Logger) {
   const launcher = createLauncher(config, log.child({ component: "launcher" }));
+  await launcher.removeLeftoverWorkDirs?.();
   let instance: Worker | undefined;
   const scanLoop = new ScanExecutionLoop(
     { capacity: config.workerCapacity, pollIntervalSeconds: config.workerPollIntervalSeconds, runnerApiUrl: apiUrl },
@@ -67,7 +70,7 @@ export async function worker(argv: string[], config: Config) {
     );
   }
   const log = createLogger(config, { service: "vega-worker" });
-  const { worker: instance, close } = createScanWorker(config, config.apiUrl, config.workerToken, log);
+  const { worker: instance, close } = await createScanWorker(config, config.apiUrl, config.workerToken, log);
   // Not awaited: registration retries until the API answers, and a signal must be able to end that.
   void instance.start();
   const outcome = await Promise.race([untilStopRequested(config).then((reason) => ({ reason })), instance.refused.then((error) => ({ error }))]);
@@ -103,7 +106,7 @@ export async function startEmbeddedWorker(
   if (!token) {
     throw new ConfigError("vega start cannot mint a worker token with VEGA_JWT_JWKS_URL set: set VEGA_WORKER_TOKEN");
   }
-  const { worker: instance, close } = createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ component: "embedded-worker" }));
+  const { worker: instance, close } = await createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ component: "embedded-worker" }));
   void instance.start();
   return { refused: instance.refused, close };
 }
