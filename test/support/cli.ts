@@ -33,19 +33,41 @@ export function runVega(args: string[], env: Record<string, string> = {}, option
   });
 }
 
+export interface StartOptions {
+  timeoutMs?: number;
+  /** Its own process group (whose id is its pid), for tests that kill the whole group. */
+  detached?: boolean;
+}
+
 /** Starts a long-running `vega` process; resolves once `ready` matches its output. */
 export function startVega(
   args: string[],
   env: Record<string, string>,
   ready: RegExp,
-  options: { timeoutMs?: number } = {},
+  options: StartOptions = {},
+): Promise<{ child: ChildProcess; output: () => string }> {
+  return startCommand(process.execPath, [vegaBin, ...args], env, ready, options);
+}
+
+/** Starts any long-running command (npm, redis-server) with childEnv(env); resolves once `ready` matches its output. */
+export function startCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  ready: RegExp,
+  options: StartOptions & { cwd?: string } = {},
 ): Promise<{ child: ChildProcess; output: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [vegaBin, ...args], { env: childEnv({ VEGA_LOG_LEVEL: "info", ...env }), stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: childEnv({ VEGA_LOG_LEVEL: "info", ...env }),
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: options.detached,
+    });
     let output = "";
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`vega ${args.join(" ")} did not become ready:\n${output}`));
+      reject(new Error(`${command} ${args.join(" ")} did not become ready:\n${output}`));
     }, options.timeoutMs ?? 60_000);
     const onData = (chunk: Buffer) => {
       output += chunk;
@@ -58,7 +80,7 @@ export function startVega(
     child.stderr!.on("data", onData);
     child.on("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`vega ${args.join(" ")} exited with ${code} before it was ready:\n${output}`));
+      reject(new Error(`${command} ${args.join(" ")} exited with ${code} before it was ready:\n${output}`));
     });
   });
 }
