@@ -92,8 +92,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       else res.destroy();
     });
   });
-  const subscriptions = attachSubscriptions(httpServer, yoga, deps);
-  // Started once listening: a process that cannot listen must not sweep the database meanwhile.
+  // Started once listening: a process that cannot listen must not sweep the database meanwhile, and
+  // a WebSocket server attached before listen() would report the listen failure as its own internal error.
+  let subscriptions: ReturnType<typeof attachSubscriptions> | undefined;
   let background: { stop(): Promise<void> }[] = [];
 
   return {
@@ -109,6 +110,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         httpServer.once("error", refused);
         httpServer.listen(port, host, () => {
           httpServer.off("error", refused);
+          subscriptions ??= attachSubscriptions(httpServer, yoga, deps);
           if (background.length === 0) background = [startWorkerSweeper(deps), startCleanupScheduler(deps)];
           const address = httpServer.address() as AddressInfo;
           const shownHost = address.address === "0.0.0.0" || address.address === "::" ? "127.0.0.1" : address.address;
@@ -119,7 +121,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     },
     async close() {
       for (const work of background) await work.stop();
-      await subscriptions.close();
+      await subscriptions?.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       await closePubSub();
