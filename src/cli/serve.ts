@@ -1,7 +1,7 @@
 import type { Config } from "../config.ts";
 import { createApp, type App } from "../server.ts";
 import { parseArgs, rejectUnknownFlags } from "./args.ts";
-import { untilStopRequested } from "./stop-signal.ts";
+import { untilStopRequested, type StopReason } from "./stop-signal.ts";
 import { startEmbeddedWorker, type EmbeddedWorker } from "./worker.ts";
 
 /**
@@ -10,7 +10,12 @@ import { startEmbeddedWorker, type EmbeddedWorker } from "./worker.ts";
  * A port that cannot be had, or an embedded worker the API refuses, closes
  * everything at once and fails the command.
  */
-async function runUntilStopped(app: App, startWorker: ((baseUrl: string) => Promise<EmbeddedWorker>) | undefined, config: Config) {
+async function runUntilStopped(
+  app: App,
+  startWorker: ((baseUrl: string) => Promise<EmbeddedWorker>) | undefined,
+  config: Config,
+  stopRequested: Promise<StopReason>,
+) {
   let worker: EmbeddedWorker | undefined;
   try {
     const baseUrl = await app.listen(config.port, config.host);
@@ -21,7 +26,7 @@ async function runUntilStopped(app: App, startWorker: ((baseUrl: string) => Prom
     await app.close();
     throw error;
   }
-  const outcome = await Promise.race([untilStopRequested(config).then((reason) => ({ reason })), ...(worker ? [worker.refused.then((error) => ({ error }))] : [])]);
+  const outcome = await Promise.race([stopRequested.then((reason) => ({ reason })), ...(worker ? [worker.refused.then((error) => ({ error }))] : [])]);
   app.deps.log.info("error" in outcome ? { reason: "the embedded worker was refused" } : outcome, "shutting down");
   await worker?.close();
   await app.close();
@@ -31,13 +36,16 @@ async function runUntilStopped(app: App, startWorker: ((baseUrl: string) => Prom
 /** `vega serve`: the API alone, for deployments that run workers apart. */
 export async function serve(argv: string[], config: Config) {
   rejectUnknownFlags(parseArgs(argv), []);
+  // Listening for a stop first: a signal during the start (PGlite opening, migrations) stops the server once started.
+  const stopRequested = untilStopRequested(config);
   const app = await createApp(config, { purpose: "vega serve" });
-  await runUntilStopped(app, undefined, config);
+  await runUntilStopped(app, undefined, config, stopRequested);
 }
 
 /** `vega start` (npm start): one machine, the API and an embedded worker; on a signal the worker stops first. */
 export async function start(argv: string[], config: Config) {
   rejectUnknownFlags(parseArgs(argv), []);
+  const stopRequested = untilStopRequested(config);
   const app = await createApp(config, { purpose: "vega start" });
-  await runUntilStopped(app, (baseUrl) => startEmbeddedWorker(config, baseUrl, app.deps.signingKey, app.deps.log), config);
+  await runUntilStopped(app, (baseUrl) => startEmbeddedWorker(config, baseUrl, app.deps.signingKey, app.deps.log), config, stopRequested);
 }

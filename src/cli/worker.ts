@@ -69,11 +69,12 @@ export async function worker(argv: string[], config: Config) {
         "(e.g. `vega token --sub worker-1 --scope worker`)",
     );
   }
+  const stopRequested = untilStopRequested(config);
   const log = createLogger(config, { service: "vega-worker" });
   const { worker: instance, close } = await createScanWorker(config, config.apiUrl, config.workerToken, log);
   // Not awaited: registration retries until the API answers, and a signal must be able to end that.
   void instance.start();
-  const outcome = await Promise.race([untilStopRequested(config).then((reason) => ({ reason })), instance.refused.then((error) => ({ error }))]);
+  const outcome = await Promise.race([stopRequested.then((reason) => ({ reason })), instance.refused.then((error) => ({ error }))]);
   log.info("error" in outcome ? { reason: "registration refused" } : outcome, "worker stopping");
   // A safety net behind the worker's own deadline: the process ends within VEGA_WORKER_SHUTDOWN_SECONDS.
   setTimeout(() => process.exit("error" in outcome ? 1 : 0), config.workerShutdownSeconds * 1000).unref();
