@@ -24,6 +24,14 @@ afterEach(async () => {
 const lockFile = (dir: string) => path.join(dir, LOCK_FILE);
 const readOwner = async (dir: string) => JSON.parse(await readFile(lockFile(dir), "utf8")) as DataDirOwner;
 
+/** Leaves in `dir` the lock record this process would write, changed by `changes` (another owner's). */
+async function writeLockOf(dir: string, changes: Partial<DataDirOwner>) {
+  const lock = await acquireDataDirLock(dir, { command: "vega start" });
+  const record = await readOwner(dir);
+  await lock.release();
+  await writeFile(lockFile(dir), JSON.stringify({ ...record, ...changes }));
+}
+
 /** The pid of a process that has exited and been reaped. */
 async function deadPid(): Promise<number> {
   const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
@@ -55,10 +63,7 @@ describe("taking the data directory", () => {
 
   it("takes over the lock of an owner that no longer runs", async () => {
     const dir = await dataDir();
-    const first = await acquireDataDirLock(dir, { command: "vega start" });
-    const record = await readOwner(dir);
-    await first.release();
-    await writeFile(lockFile(dir), JSON.stringify({ ...record, pid: await deadPid() }));
+    await writeLockOf(dir, { pid: await deadPid() });
 
     expect(await liveOwnerOf(dir)).toBeUndefined();
     const lock = await acquireDataDirLock(dir, { command: "vega start" });
@@ -68,11 +73,8 @@ describe("taking the data directory", () => {
 
   it("takes over the lock of a pid that was reused by another process", async () => {
     const dir = await dataDir();
-    const first = await acquireDataDirLock(dir, { command: "vega start" });
-    const record = await readOwner(dir);
-    await first.release();
     // The parent lives, but it is not the process that wrote the lock: its start time differs.
-    await writeFile(lockFile(dir), JSON.stringify({ ...record, pid: process.ppid, processStart: "1" }));
+    await writeLockOf(dir, { pid: process.ppid, processStart: "1" });
 
     const lock = await acquireDataDirLock(dir, { command: "vega start" });
     expect((await readOwner(dir)).pid).toBe(process.pid);
@@ -81,11 +83,7 @@ describe("taking the data directory", () => {
 
   it("holds a lock from another host or container while it is refreshed, and takes it over once it is not", async () => {
     const dir = await dataDir();
-    const first = await acquireDataDirLock(dir, { command: "vega start" });
-    const record = await readOwner(dir);
-    await first.release();
-    const foreign = { ...record, host: "elsewhere", scope: "another-boot/pid:[1]", pid: 1 };
-    await writeFile(lockFile(dir), JSON.stringify(foreign));
+    await writeLockOf(dir, { host: "elsewhere", scope: "another-boot/pid:[1]", pid: 1 });
 
     await expect(acquireDataDirLock(dir, { command: "vega start" })).rejects.toBeInstanceOf(DataDirHeldError);
 
@@ -98,10 +96,7 @@ describe("taking the data directory", () => {
 
   it("lets exactly one of several processes racing for a dead owner's lock win", async () => {
     const dir = await dataDir();
-    const first = await acquireDataDirLock(dir, { command: "vega start" });
-    const record = await readOwner(dir);
-    await first.release();
-    await writeFile(lockFile(dir), JSON.stringify({ ...record, pid: await deadPid() }));
+    await writeLockOf(dir, { pid: await deadPid() });
 
     const script = `
       import { acquireDataDirLock } from ${JSON.stringify(path.resolve("src/db/data-dir-lock.ts"))};

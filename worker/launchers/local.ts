@@ -200,10 +200,13 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       exited: new Promise<void>((resolve) => {
         child.once("exit", (code, signal) => {
           runner.exit = { code, signal, at: new Date() };
-          logger?.info({ scanId: request.scanId, taskId: runner.taskId, exitCode: code, signal }, "runner process exited");
+          // Logged once the directory is gone: "exited" means nothing of the scan's source is left.
           rm(workDir, { recursive: true, force: true })
             .catch((error: unknown) => logger?.error({ scanId: request.scanId, workDir, error: String(error) }, "could not remove the runner's work directory"))
-            .finally(resolve);
+            .finally(() => {
+              logger?.info({ scanId: request.scanId, taskId: runner.taskId, exitCode: code, signal }, "runner process exited");
+              resolve();
+            });
         });
       }),
     };
