@@ -191,6 +191,8 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       throw new LaunchFailedError(`could not start the runner for scan ${request.scanId}: ${detail}`, "SpawnFailed", detail);
     }
     const pid = child.pid!;
+    // Should the worker die before this lands, the marker still names it, and its death frees the directory.
+    const markerWritten = writeMarker(workDir, pid).catch(() => {});
     const runner: LocalRunner = {
       taskId: `${TASK_PREFIX}${pid}`,
       key,
@@ -201,7 +203,8 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
         child.once("exit", (code, signal) => {
           runner.exit = { code, signal, at: new Date() };
           // Logged once the directory is gone: "exited" means nothing of the scan's source is left.
-          rm(workDir, { recursive: true, force: true })
+          markerWritten
+            .then(() => rm(workDir, { recursive: true, force: true }))
             .catch((error: unknown) => logger?.error({ scanId: request.scanId, workDir, error: String(error) }, "could not remove the runner's work directory"))
             .finally(() => {
               logger?.info({ scanId: request.scanId, taskId: runner.taskId, exitCode: code, signal }, "runner process exited");
@@ -210,8 +213,6 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
         });
       }),
     };
-    // Should the worker die before this lands, the marker still names it, and its death frees the directory.
-    await writeMarker(workDir, pid).catch(() => {});
     child.on("error", (error) => logger?.warn({ scanId: request.scanId, taskId: runner.taskId, error: String(error) }, "runner process error"));
     forwardOutput(runner, child.stdout, "stdout");
     forwardOutput(runner, child.stderr, "stderr");
