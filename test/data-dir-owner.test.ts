@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { acquireDataDirLock, LOCK_FILE, type DataDirOwner } from "../src/db/data-dir-lock.ts";
-import { runVega, type CliResult } from "./support/cli.ts";
+import { runVega, summaryOf } from "./support/cli.ts";
 import { insertScan } from "./support/fixtures.ts";
 import { dataDirKey, operatorToken, startVegaServer, type VegaServerProcess } from "./support/processes.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
@@ -21,12 +21,6 @@ import { buildZip } from "./support/zips.ts";
 
 vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 const CLI = { timeoutMs: 240_000 };
-
-function summaryOf(result: CliResult): Record<string, any> {
-  const lines = result.stdout.trim().split("\n");
-  expect(lines, result.stderr).toHaveLength(1);
-  return JSON.parse(lines[0]);
-}
 
 const lockOwner = async (dataDir: string) => JSON.parse(await readFile(path.join(dataDir, LOCK_FILE), "utf8")) as DataDirOwner;
 const lockExists = (dataDir: string) => stat(path.join(dataDir, LOCK_FILE)).then(

@@ -1,6 +1,7 @@
 /** Runs the real `vega` command as a child process, as an operator would. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
 
 export const vegaBin = fileURLToPath(new URL("../../bin/vega.mjs", import.meta.url));
 
@@ -91,4 +92,11 @@ export function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTE
     child.once("exit", (code) => resolve(code));
     child.kill(signal);
   });
+}
+
+/** The one line of JSON a `vega maintenance` job prints on stdout. */
+export function summaryOf(result: CliResult): Record<string, any> {
+  const lines = result.stdout.trim().split("\n");
+  expect(lines, result.stderr).toHaveLength(1);
+  return JSON.parse(lines[0]);
 }
