@@ -26,6 +26,13 @@ const positiveInteger: Parser<number> = (raw, name) => {
   return value;
 };
 
+/** 0 asks the system for a free port (tests, or a second instance beside the first). */
+const tcpPort: Parser<number> = (raw, name) => {
+  const value = nonNegativeInteger(raw, name);
+  if (value > 65535) throw new ConfigError(`${name}=${JSON.stringify(raw)} is not a TCP port (1-65535, or 0 for any free port)`);
+  return value;
+};
+
 const text: Parser<string> = (raw) => raw;
 
 const optionalText: Parser<string | undefined> = (raw) => (raw.trim() === "" ? undefined : raw.trim());
@@ -107,7 +114,7 @@ export const settings = {
 
   // API server
   host: setting("VEGA_HOST", "0.0.0.0", text, "address the API listens on"),
-  port: setting("VEGA_PORT", "4000", nonNegativeInteger, "port the API listens on (HTTP, WebSocket and SSE on /graphql)"),
+  port: setting("VEGA_PORT", "4000", tcpPort, "port the API listens on (HTTP, WebSocket and SSE on /graphql); 0: any free port"),
   dataDir: setting("VEGA_DATA_DIR", "./data", text, "embedded database, generated token secret and (by default) artifacts"),
   artifactDir: setting("VEGA_ARTIFACT_DIR", "", optionalText, "artifact store directory (default: <VEGA_DATA_DIR>/artifacts)"),
   databaseUrl: setting("VEGA_DATABASE_URL", "", databaseUrl, "PostgreSQL URL; unset: embedded PGlite under VEGA_DATA_DIR"),
@@ -148,6 +155,7 @@ export const settings = {
   runnerHeartbeatSeconds: setting("VEGA_RUNNER_HEARTBEAT_SECONDS", "15", positiveInteger, "how often a runner reports its progress (its heartbeat)"),
   scanId: setting("VEGA_SCAN_ID", "", optionalText, "the runner's scan (set by the launcher)"),
   runnerToken: setting("VEGA_RUNNER_TOKEN", "", optionalText, "the runner's token bound to its scan (set by the launcher)"),
+  runnerWorkDir: setting("VEGA_RUNNER_WORK_DIR", "", optionalText, "the runner's work directory (set by the local launcher, which removes it when the runner exits); unset: a new one under TMPDIR"),
   ecsCluster: setting("VEGA_ECS_CLUSTER", "", optionalText, "cluster for runner tasks"),
   ecsTaskDefinition: setting("VEGA_ECS_TASK_DEFINITION", "vega-runner", text, "task definition of the runner"),
   ecsContainerName: setting("VEGA_ECS_CONTAINER_NAME", "runner", text, "container in the runner task definition"),
@@ -170,6 +178,12 @@ type Settings = typeof settings;
 export type Config = { [K in keyof Settings]: Settings[K] extends Setting<infer T> ? T : never } & {
   /** Resolved artifact store directory. */
   artifactStoreDir: string;
+  /**
+   * Started by npm (`npm start`, `npx vega …`: npm sets npm_lifecycle_event). npm runs the
+   * command under `sh -c`, and a signal to npm can end npm and that shell but not Vega, so
+   * long-running commands also stop when their parent goes away.
+   */
+  launchedByNpm: boolean;
 };
 
 /**
@@ -206,6 +220,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (config.ecsAssignPublicIp === undefined) config.ecsAssignPublicIp = false;
   config.dataDir = path.resolve(config.dataDir);
   config.artifactStoreDir = config.artifactDir ? path.resolve(config.artifactDir) : path.join(config.dataDir, "artifacts");
+  config.launchedByNpm = Boolean(env.npm_lifecycle_event);
   return config;
 }
 

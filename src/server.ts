@@ -11,7 +11,7 @@ import { createTokenVerifier, resolveSigningKey } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Deps } from "./context.ts";
 import { openDatabase, type Database } from "./db/client.ts";
-import { migrate, pendingMigrations } from "./db/migrate.ts";
+import { migrate, MigrationError, pendingMigrations } from "./db/migrate.ts";
 import { vegaError } from "./errors.ts";
 import { createGraphQLHandler, type VegaYoga } from "./http/graphql.ts";
 import { BodyTooLargeError, readBoundedBody, requestUrl, sendError, sendJson, sendWebResponse } from "./http/respond.ts";
@@ -21,7 +21,7 @@ import { attachSubscriptions } from "./http/subscriptions.ts";
 import { handleMultipartGraphQL } from "./http/uploads.ts";
 import { handleOpsRest, OPS_REST_PREFIX } from "./http/ops-rest.ts";
 import { createLogger, type Logger } from "./logger.ts";
-import { createVegaPubSub } from "./pubsub.ts";
+import { createVegaPubSub, type RedisStatus } from "./pubsub.ts";
 import { openArtifactStore } from "./services/artifact-store.ts";
 import { startCleanupScheduler } from "./services/cleanup-scheduler.ts";
 import { SeenUsers } from "./services/users.ts";
@@ -31,15 +31,26 @@ export interface AppOptions {
   /** An already opened database (tests); otherwise opened from the settings. */
   database?: Database;
   log?: Logger;
+  /** What the process runs, recorded as the embedded data directory's owner ("vega start"). */
+  purpose?: string;
 }
 
 export interface App {
   deps: Deps;
   httpServer: Server;
   yoga: VegaYoga;
-  /** Listens on VEGA_HOST:VEGA_PORT (or the given port; 0 for an ephemeral one) and answers the base URL. */
+  /**
+   * Listens on VEGA_HOST:VEGA_PORT (or the given port; 0 for an ephemeral one), then starts the
+   * background work (worker sweep, cleanup schedule), and answers the base URL. Rejects with
+   * ListenError when the address cannot be had.
+   */
   listen(port?: number, host?: string): Promise<string>;
   close(): Promise<void>;
+}
+
+/** The port is taken, or the address is not this machine's: nothing was started. */
+export class ListenError extends Error {
+  override name = "ListenError";
 }
 
 /** Requests other than uploads may carry JSON bodies only: a form post from another site cannot reach GraphQL. */
@@ -52,9 +63,14 @@ const JSON_CONTENT_TYPE = /^application\/(json|graphql-response\+json)\b/i;
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const log = options.log ?? createLogger(config, { service: "vega-api" });
   const signingKey = await resolveSigningKey(config);
-  const database = options.database ?? (await openDatabase(config));
-  if (!options.database) await prepareSchema(config, database, log);
-  const { pubsub, close: closePubSub } = createVegaPubSub(config);
+  const database = options.database ?? (await openDatabase(config, { purpose: options.purpose }));
+  if (!options.database) {
+    await prepareSchema(config, database, log).catch(async (error: unknown) => {
+      await database.close();
+      throw error;
+    });
+  }
+  const { pubsub, redisStatus, close: closePubSub } = createVegaPubSub(config, log);
   const deps: Deps = {
     config,
     database,
@@ -70,15 +86,16 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const httpServer = createServer((req, res) => {
     const requestId = requestIdOf(req);
     res.setHeader("x-request-id", requestId);
-    handle(deps, yoga, req, res, requestId).catch((error: unknown) => {
+    handle(deps, yoga, req, res, requestId, redisStatus).catch((error: unknown) => {
       log.error({ err: error, requestId }, "request failed");
       if (!res.headersSent) sendJson(res, 500, { errors: [{ message: "Unexpected error", extensions: { code: "INTERNAL_SERVER_ERROR", requestId } }] });
       else res.destroy();
     });
   });
-  const subscriptions = attachSubscriptions(httpServer, yoga, deps);
-  const workerSweeper = startWorkerSweeper(deps);
-  const cleanupScheduler = startCleanupScheduler(deps);
+  // Started once listening: a process that cannot listen must not sweep the database meanwhile, and
+  // a WebSocket server attached before listen() would report the listen failure as its own internal error.
+  let subscriptions: ReturnType<typeof attachSubscriptions> | undefined;
+  let background: { stop(): Promise<void> }[] = [];
 
   return {
     deps,
@@ -86,8 +103,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     yoga,
     listen(port = config.port, host = config.host) {
       return new Promise((resolve, reject) => {
-        httpServer.once("error", reject);
+        const refused = (error: NodeJS.ErrnoException) => {
+          const reason = error.code === "EADDRINUSE" ? "the port is already in use" : error.code === "EADDRNOTAVAIL" ? "the address is not this machine's" : error.message;
+          reject(new ListenError(`cannot listen on ${host}:${port}: ${reason} (VEGA_HOST, VEGA_PORT)`, { cause: error }));
+        };
+        httpServer.once("error", refused);
         httpServer.listen(port, host, () => {
+          httpServer.off("error", refused);
+          subscriptions ??= attachSubscriptions(httpServer, yoga, deps);
+          if (background.length === 0) background = [startWorkerSweeper(deps), startCleanupScheduler(deps)];
           const address = httpServer.address() as AddressInfo;
           const shownHost = address.address === "0.0.0.0" || address.address === "::" ? "127.0.0.1" : address.address;
           log.info({ port: address.port, host: address.address, database: database.description }, "Vega API listening");
@@ -96,9 +120,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       });
     },
     async close() {
-      await workerSweeper.stop();
-      await cleanupScheduler.stop();
-      await subscriptions.close();
+      for (const work of background) await work.stop();
+      await subscriptions?.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       await closePubSub();
@@ -116,8 +139,7 @@ async function prepareSchema(config: Config, database: Database, log: Logger) {
   }
   const pending = await pendingMigrations(database.sql);
   if (pending.length > 0) {
-    await database.close();
-    throw new Error(`The database has pending migrations (${pending.join(", ")}): run \`vega maintenance migrate\` first`);
+    throw new MigrationError(`The database has pending migrations (${pending.join(", ")}): run \`vega maintenance migrate\` first`);
   }
 }
 
@@ -127,10 +149,17 @@ function requestIdOf(req: IncomingMessage): string {
   return typeof given === "string" && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
 }
 
-async function handle(deps: Deps, yoga: VegaYoga, req: IncomingMessage, res: ServerResponse, requestId: string) {
+async function handle(
+  deps: Deps,
+  yoga: VegaYoga,
+  req: IncomingMessage,
+  res: ServerResponse,
+  requestId: string,
+  redisStatus: () => RedisStatus | undefined,
+) {
   const url = requestUrl(req);
   if (url.pathname === "/healthz") return sendJson(res, 200, { status: "ok" });
-  if (url.pathname === "/readyz") return readiness(deps, res);
+  if (url.pathname === "/readyz") return readiness(deps, res, redisStatus());
   if (url.pathname === yoga.graphqlEndpoint) return graphqlOverHttp(deps, yoga, req, res, url, requestId);
   if (url.pathname.startsWith(OPS_REST_PREFIX)) return handleOpsRest(deps, yoga, req, res, url, requestId);
   const artifact = ARTIFACT_ROUTE.exec(url.pathname);
@@ -140,13 +169,19 @@ async function handle(deps: Deps, yoga: VegaYoga, req: IncomingMessage, res: Ser
   sendJson(res, 404, { errors: [{ message: `No route for ${req.method} ${url.pathname}`, extensions: { code: "NOT_FOUND" } }] });
 }
 
-async function readiness(deps: Deps, res: ServerResponse) {
+/**
+ * The database alone decides readiness: without it nothing works. Redis down
+ * only narrows subscriptions to this replica's subscribers, so it is reported
+ * in the body (`redis.status: "degraded"`) and the replica stays in service.
+ */
+async function readiness(deps: Deps, res: ServerResponse, redis: RedisStatus | undefined) {
+  const dependencies = redis ? { redis } : {};
   try {
     await deps.prisma.$queryRaw`SELECT 1`;
-    sendJson(res, 200, { status: "ready" });
+    sendJson(res, 200, { status: "ready", database: { status: "ok" }, ...dependencies });
   } catch (error) {
     deps.log.warn({ err: error }, "readiness check failed: database unreachable");
-    sendJson(res, 503, { status: "unavailable", reason: "database unreachable" });
+    sendJson(res, 503, { status: "unavailable", reason: "database unreachable", database: { status: "unreachable" }, ...dependencies });
   }
 }
 

@@ -90,28 +90,24 @@ describe("health probes", () => {
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
     const ready = await fetch(`${server.url}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: "ready" });
+    expect(await ready.json()).toEqual({ status: "ready", database: { status: "ok" } });
   });
 
   it("answers /readyz with 503 when the database is unreachable, while /healthz stays 200", async () => {
-    // A PostgreSQL URL nobody listens on: the pool connects lazily, so the server starts and the probe fails.
-    const config = loadConfig({
-      VEGA_DATABASE_URL: "postgresql://nobody@127.0.0.1:1/none",
-      VEGA_JWT_SECRET: TEST_JWT_SECRET,
-      VEGA_DATA_DIR: server.dataDir,
-      VEGA_LOG_LEVEL: "silent",
-      VEGA_CLEANUP_INTERVAL_SECONDS: "0",
-    });
-    const database = await openDatabase(config);
+    const config = loadConfig({ VEGA_JWT_SECRET: TEST_JWT_SECRET, VEGA_DATA_DIR: server.dataDir, VEGA_LOG_LEVEL: "silent", VEGA_CLEANUP_INTERVAL_SECONDS: "0" });
+    const database = await openDatabase(config, { inMemory: true });
     const app = await createApp(config, { database });
     try {
       const url = await app.listen(0, "127.0.0.1");
+      // The database goes away under a running server.
+      await database.sql.close();
       const ready = await fetch(`${url}/readyz`);
       expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ status: "unavailable", database: { status: "unreachable" } });
       expect((await fetch(`${url}/healthz`)).status).toBe(200);
     } finally {
       await app.close();
-      await database.close();
+      await database.prisma.$disconnect();
     }
   });
 });

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vites
 import { loadConfig, settings } from "../src/config.ts";
 import { openDatabase, type Database } from "../src/db/client.ts";
 import { CLEANUP_LOCK } from "../src/services/cleanup.ts";
-import { childEnv, runVega, type CliResult } from "./support/cli.ts";
+import { childEnv, runVega, summaryOf, type CliResult } from "./support/cli.ts";
 import { createPostgresDatabase, postgresTestUrl } from "./support/database.ts";
 import { startEcsEndpoint, type EcsEndpoint } from "./support/ecs-endpoint.ts";
 import { ensureUserRow } from "./support/fixtures.ts";
@@ -22,13 +22,6 @@ const exists = (file: string) => access(file).then(
   () => true,
   () => false,
 );
-
-/** The one line of JSON a maintenance job prints on stdout. */
-function summaryOf(result: CliResult): Record<string, any> {
-  const lines = result.stdout.trim().split("\n");
-  expect(lines, result.stderr).toHaveLength(1);
-  return JSON.parse(lines[0]);
-}
 
 /**
  * A data directory (and, with VEGA_TEST_DATABASE_URL, a PostgreSQL database) for

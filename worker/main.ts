@@ -12,7 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../src/logger.ts";
 import { DeregisterWorkerDocument, RegisterWorkerDocument, WorkerHeartbeatDocument } from "./generated/graphql.ts";
 import { createApiClient, type ApiClient } from "./api-client.ts";
-import { nextHeartbeatDelayMs, registrationLost, retryDelayMs } from "./heartbeat.ts";
+import { nextHeartbeatDelayMs, registrationLost, registrationRefusal, RegistrationRefusedError, retryDelayMs } from "./heartbeat.ts";
 
 export interface WorkerSettings {
   /** The API's GraphQL endpoint (VEGA_API_URL). */
@@ -54,8 +54,11 @@ export class Worker {
   private scanLoopStarted = false;
   private stopping: Promise<void> | undefined;
   private resolveRegistered!: () => void;
-  /** Settles once registered, or when stopped first. */
+  /** Settles once registered, or when stopped or refused first. */
   private readonly registered = new Promise<void>((resolve) => (this.resolveRegistered = resolve));
+  private resolveRefused!: (error: RegistrationRefusedError) => void;
+  /** Resolves when the API refuses a registration for good (see registrationRefusal): the worker has stopped trying. */
+  readonly refused = new Promise<RegistrationRefusedError>((resolve) => (this.resolveRefused = resolve));
 
   constructor(
     private readonly settings: WorkerSettings,
@@ -74,7 +77,7 @@ export class Worker {
     return this.scanLoop?.activeScans() ?? 0;
   }
 
-  /** Registers (retrying until it succeeds) and heartbeats from then on. Resolves once registered, or stopped. */
+  /** Registers (retrying while the failure can heal) and heartbeats from then on. Resolves once registered, stopped or refused. */
   start(): Promise<void> {
     this.run(() => this.register());
     return this.registered;
@@ -117,6 +120,13 @@ export class Worker {
       }
       this.schedule(nextHeartbeatDelayMs(this.settings.heartbeatIntervalSeconds), () => this.heartbeat());
     } catch (error) {
+      const refusal = registrationRefusal(error, this.settings.apiUrl);
+      if (refusal) {
+        this.log.error({ err: errorSummary(error) }, `registration refused: ${refusal}`);
+        this.resolveRefused(new RegistrationRefusedError(refusal));
+        this.resolveRegistered();
+        return;
+      }
       const retryInMs = retryDelayMs(++this.failures, this.settings.heartbeatIntervalSeconds);
       this.log.warn({ err: errorSummary(error), failures: this.failures, retryInMs }, "registration failed; retrying");
       this.schedule(retryInMs, () => this.register());

@@ -2,10 +2,18 @@
  * `vega maintenance <job>`: one-shot jobs that print one line of JSON on stdout,
  * log on stderr, and exit 0 on success, non-zero with the reason otherwise.
  * In production this is the vega-maintenance ECS task with its command overridden.
+ *
+ * On the embedded database, a job finds the data directory held by a running
+ * server (`npm start`) more often than not: cleanup, prune-artifacts and
+ * recover-stale then run through that server's API (./through-server.ts) and
+ * print the same JSON with the same exit codes; migrate refuses (the server
+ * migrated the database when it started).
  */
 import os from "node:os";
+import path from "node:path";
 import type { Config } from "../config.ts";
 import { openDatabase, type Database } from "../db/client.ts";
+import { DataDirHeldError } from "../db/data-dir-lock.ts";
 import { migrate, pendingMigrations } from "../db/migrate.ts";
 import { createLogger } from "../logger.ts";
 import { createVegaPubSub } from "../pubsub.ts";
@@ -14,6 +22,7 @@ import { recoverStaleScansNow } from "../services/recovery-runner.ts";
 import { countsOfRun, startCleanup, stopCleanupInProcess, type CleanupJobName } from "../services/cleanup.ts";
 import { booleanFlag, parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
 import { EXIT_TIMED_OUT, parseRunRemote, runRemote } from "./run-remote.ts";
+import { cleanupThroughServer, findHoldingServer, recoverThroughServer, type HoldingServer, type ServerCleanupRun } from "./through-server.ts";
 
 type Job = (argv: string[], config: Config) => Promise<Record<string, unknown>>;
 
@@ -27,14 +36,23 @@ export class JobExit extends Error {
   }
 }
 
-/** sysexits' EX_TEMPFAIL: another cleanup was running, nothing was done; try again later. */
-export const EXIT_CLEANUP_IN_PROGRESS = 75;
+/**
+ * sysexits' EX_TEMPFAIL: nothing was done because something else is in progress
+ * (another cleanup; another process, not a server, holding the embedded data
+ * directory); try again later.
+ */
+export const EXIT_TRY_LATER = 75;
 
 const jobs: Record<string, Job> = {
   async migrate(argv, config) {
     rejectUnknownFlags(parseArgs(argv), []);
     const log = createLogger(config, { service: "vega-maintenance", job: "migrate" });
-    const database = await openDatabase(config);
+    const database = await openDatabase(config, { purpose: "vega maintenance migrate" }).catch((error: unknown) => {
+      if (error instanceof DataDirHeldError) {
+        throw new Error(`${error.message}; a server migrates the embedded database itself when it starts: stop it to migrate by hand`);
+      }
+      throw error;
+    });
     try {
       const result = await migrate(database.sql, { log: (message) => log.info(message) });
       return { job: "migrate", database: database.description, ...result };
@@ -58,53 +76,98 @@ const jobs: Record<string, Job> = {
 };
 
 /**
+ * The embedded database for a job, or the live server that holds it (the job
+ * then runs through the server's API). A directory held by another maintenance
+ * job is a JobExit(EXIT_TRY_LATER). On PostgreSQL, always the database.
+ */
+async function openJobTarget(config: Config, job: string): Promise<{ database: Database } | { server: HoldingServer }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return { database: await openDatabase(config, { purpose: `vega maintenance ${job}` }) };
+    } catch (error) {
+      if (!(error instanceof DataDirHeldError)) throw error;
+      const server = await findHoldingServer(config, error.owner, cliCaller());
+      // The owner ended while we looked: the directory is free, take it.
+      if (server === "gone" && attempt < 3) continue;
+      if (server && server !== "gone") return { server };
+      throw new JobExit(EXIT_TRY_LATER, { job, skipped: true, error: `${error.message}; nothing was done: try again when it has ended` });
+    }
+  }
+}
+
+/** What a job run through a server adds to its summary. */
+const ranThrough = (config: Config, server: HoldingServer) => ({ database: path.join(config.dataDir, "pglite"), server: server.url });
+
+/**
  * `cleanup` (every job) and `prune-artifacts` (the artifact job alone), as a
  * CleanupRun triggered by the CLI under the same lock as the API's runs. A run
- * refused because another is in progress exits EXIT_CLEANUP_IN_PROGRESS with
+ * refused because another is in progress exits EXIT_TRY_LATER with
  * `skipped: true` and that run; a run that failed exits 1 with its error.
  * SIGTERM (ECS StopTask) and SIGINT interrupt the run between two batches.
+ * Through a server, the run is the server's (an operator's, triggered by the
+ * CLI's user@host): the command waits for it, and a signal ends the wait only.
  */
 async function cleanupJob(name: string, argv: string[], config: Config, jobNames?: CleanupJobName[]) {
   const args = parseArgs(argv);
   rejectUnknownFlags(args, ["dry-run"]);
   if (args.positional.length > 0) throw new UsageError(`${name} takes no arguments (only --dry-run)`);
   const dryRun = booleanFlag(args, "dry-run");
+  const target = await openJobTarget(config, name);
+  if ("server" in target) {
+    const cleanup = await cleanupThroughServer(target.server, { dryRun, jobs: jobNames });
+    if (cleanup.outcome === "inProgress") throw cleanupInProgress(name, cleanup.run);
+    return cleanupSummary(name, cleanup.run, ranThrough(config, target.server));
+  }
+  const database = target.database;
   const log = createLogger(config, { service: "vega-maintenance", job: name });
-  const database = await openDatabase(config);
   // With VEGA_REDIS_URL, the API's cleanupRunUpdated subscribers see this run too.
-  const { pubsub, close: closePubSub } = createVegaPubSub(config);
+  const { pubsub, close: closePubSub } = createVegaPubSub(config, log);
   const deps = { config, database, prisma: database.prisma, pubsub, log, artifacts: await openArtifactStore(config.artifactStoreDir) };
   const interrupt = () => void stopCleanupInProcess(deps);
   process.once("SIGTERM", interrupt).once("SIGINT", interrupt);
   try {
     await requireMigrated(database);
     const start = await startCleanup(deps, { trigger: "CLI", triggeredBy: cliCaller(), dryRun, jobs: jobNames });
-    if (start.outcome !== "started") {
-      const running = start.outcome === "inProgress" ? start.run : null;
-      throw new JobExit(EXIT_CLEANUP_IN_PROGRESS, {
-        job: name,
-        skipped: true,
-        error: "another cleanup is in progress; nothing was done",
-        inProgress: running && { cleanupRunId: running.id, trigger: running.trigger, triggeredBy: running.triggeredBy, startedAt: running.startedAt },
-      });
-    }
+    if (start.outcome !== "started") throw cleanupInProgress(name, start.outcome === "inProgress" ? start.run : null);
     const run = await start.finished;
-    const summary = {
-      job: name,
-      cleanupRunId: run.id,
-      dryRun: run.dryRun,
-      status: run.status,
-      counts: countsOfRun(run),
-      bytesFreed: run.bytesFreed.toString(),
-      database: database.description,
-    };
-    if (run.status !== "SUCCEEDED") throw new JobExit(1, { ...summary, error: run.error });
-    return summary;
+    return cleanupSummary(name, { ...run, counts: countsOfRun(run), bytesFreed: run.bytesFreed.toString() }, { database: database.description });
   } finally {
     process.off("SIGTERM", interrupt).off("SIGINT", interrupt);
     await closePubSub();
     await database.close();
   }
+}
+
+type RunSummary = Pick<ServerCleanupRun, "id" | "dryRun" | "status" | "bytesFreed" | "error"> & { counts: Record<string, number | null | undefined> };
+
+/** The summary of a finished run; a run that did not succeed exits 1 with its error. */
+function cleanupSummary(name: string, run: RunSummary, where: Record<string, string>) {
+  const summary = {
+    job: name,
+    cleanupRunId: run.id,
+    dryRun: run.dryRun,
+    status: run.status,
+    // Only the jobs the run executed (a GraphQL answer has null for the others).
+    counts: Object.fromEntries(Object.entries(run.counts).filter(([key, count]) => key !== "__typename" && typeof count === "number")),
+    bytesFreed: run.bytesFreed,
+    ...where,
+  };
+  if (run.status !== "SUCCEEDED") throw new JobExit(1, { ...summary, error: run.error });
+  return summary;
+}
+
+function cleanupInProgress(name: string, running: (Pick<ServerCleanupRun, "id" | "trigger" | "triggeredBy"> & { startedAt: string | Date }) | null) {
+  return new JobExit(EXIT_TRY_LATER, {
+    job: name,
+    skipped: true,
+    error: "another cleanup is in progress; nothing was done",
+    inProgress: running && {
+      cleanupRunId: running.id,
+      trigger: running.trigger,
+      triggeredBy: running.triggeredBy,
+      startedAt: new Date(running.startedAt).toISOString(),
+    },
+  });
 }
 
 /** user@host of the CLI's caller, for CleanupRun.triggeredBy (a container's uid may have no user name). */
@@ -132,9 +195,19 @@ async function recoverStaleJob(argv: string[], config: Config) {
   const args = parseArgs(argv);
   rejectUnknownFlags(args, ["dry-run"]);
   const dryRun = booleanFlag(args, "dry-run");
+  const target = await openJobTarget(config, "recover-stale");
+  if ("server" in target) {
+    const { decisions, ...sweep } = await recoverThroughServer(target.server, dryRun);
+    return {
+      job: "recover-stale",
+      ...sweep,
+      decisions: decisions.map((decision) => ({ scanId: decision.scanId, action: decision.action, code: decision.code, reason: decision.reason })),
+      ...ranThrough(config, target.server),
+    };
+  }
+  const database = target.database;
   const log = createLogger(config, { service: "vega-maintenance", job: "recover-stale" });
-  const database = await openDatabase(config);
-  const { pubsub, close: closePubSub } = createVegaPubSub(config);
+  const { pubsub, close: closePubSub } = createVegaPubSub(config, log);
   try {
     await requireMigrated(database);
     const sweep = await recoverStaleScansNow(

@@ -21,6 +21,7 @@ export async function runner(argv: string[], config: Config) {
       limits: archiveLimitsOf(config),
       findingsBatch: Math.min(config.runnerFindingsBatch, 1000),
       heartbeatSeconds: config.runnerHeartbeatSeconds,
+      workDir: config.runnerWorkDir,
     },
     log,
   );

@@ -8,10 +8,12 @@ import { signToken } from "../auth.ts";
 import { ConfigError, defaultWorkerName, type Config } from "../config.ts";
 import { createLogger, type Logger } from "../logger.ts";
 import { Worker, type WorkerSettings } from "../../worker/main.ts";
+import type { RegistrationRefusedError } from "../../worker/heartbeat.ts";
 import { createLauncher } from "../../worker/launchers/index.ts";
 import { createRecoveryStep } from "../../worker/recovery.ts";
 import { ScanExecutionLoop } from "../../worker/scan-loop.ts";
 import { parseArgs, rejectUnknownFlags } from "./args.ts";
+import { untilStopRequested } from "./stop-signal.ts";
 
 const packageVersion = (): string =>
   (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -33,10 +35,13 @@ function workerSettings(config: Config, apiUrl: string, token: string): WorkerSe
 /**
  * A worker with its scan loop: the launcher VEGA_LAUNCHER names, recovery before
  * each claim, claims up to VEGA_WORKER_CAPACITY. Closing stops the worker (drain,
- * deregister), then releases the launcher.
+ * deregister), then releases the launcher. Before anything runs, the local
+ * launcher removes the work directories that runners killed with an earlier
+ * worker left behind.
  */
-function createScanWorker(config: Config, apiUrl: string, token: string, log: Logger) {
+async function createScanWorker(config: Config, apiUrl: string, token: string, log: Logger) {
   const launcher = createLauncher(config, log.child({ component: "launcher" }));
+  await launcher.removeLeftoverWorkDirs?.();
   let instance: Worker | undefined;
   const scanLoop = new ScanExecutionLoop(
     { capacity: config.workerCapacity, pollIntervalSeconds: config.workerPollIntervalSeconds, runnerApiUrl: apiUrl },
@@ -64,19 +69,23 @@ export async function worker(argv: string[], config: Config) {
         "(e.g. `vega token --sub worker-1 --scope worker`)",
     );
   }
+  const stopRequested = untilStopRequested(config);
   const log = createLogger(config, { service: "vega-worker" });
-  const { worker: instance, close } = createScanWorker(config, config.apiUrl, config.workerToken, log);
-  const stop = new Promise<NodeJS.Signals>((resolve) => {
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-    process.once("SIGINT", () => resolve("SIGINT"));
-  });
+  const { worker: instance, close } = await createScanWorker(config, config.apiUrl, config.workerToken, log);
   // Not awaited: registration retries until the API answers, and a signal must be able to end that.
   void instance.start();
-  const signal = await stop;
-  log.info({ signal }, "worker stopping");
+  const outcome = await Promise.race([stopRequested.then((reason) => ({ reason })), instance.refused.then((error) => ({ error }))]);
+  log.info("error" in outcome ? { reason: "registration refused" } : outcome, "worker stopping");
   // A safety net behind the worker's own deadline: the process ends within VEGA_WORKER_SHUTDOWN_SECONDS.
-  setTimeout(() => process.exit(0), config.workerShutdownSeconds * 1000).unref();
+  setTimeout(() => process.exit("error" in outcome ? 1 : 0), config.workerShutdownSeconds * 1000).unref();
   await close();
+  if ("error" in outcome) throw outcome.error;
+}
+
+export interface EmbeddedWorker {
+  /** Resolves if the API refuses the worker for good (see registrationRefusal). */
+  refused: Promise<RegistrationRefusedError>;
+  close(): Promise<void>;
 }
 
 /**
@@ -90,7 +99,7 @@ export async function startEmbeddedWorker(
   apiBaseUrl: string,
   signingKey: Uint8Array | undefined,
   log: Logger,
-): Promise<{ close(): Promise<void> }> {
+): Promise<EmbeddedWorker> {
   let token = config.workerToken;
   if (signingKey) {
     token = await signToken(signingKey, { sub: "embedded-worker", scope: "worker", ttlSeconds: 365 * 24 * 3600 });
@@ -98,7 +107,7 @@ export async function startEmbeddedWorker(
   if (!token) {
     throw new ConfigError("vega start cannot mint a worker token with VEGA_JWT_JWKS_URL set: set VEGA_WORKER_TOKEN");
   }
-  const { worker: instance, close } = createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ component: "embedded-worker" }));
+  const { worker: instance, close } = await createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ component: "embedded-worker" }));
   void instance.start();
-  return { close };
+  return { refused: instance.refused, close };
 }

@@ -2,7 +2,10 @@ import { notFound } from "../errors.ts";
 import type { CleanupRun } from "../generated/prisma/client.ts";
 import { cleanupSchedulerOf } from "../services/cleanup-scheduler.ts";
 import {
+  allCleanupJobs,
+  cleanupJobEnumValue,
   countsOfRun,
+  findCleanupRun,
   lastFinishedCleanup,
   listCleanupRuns,
   runningCleanup,
@@ -18,6 +21,13 @@ const CleanupTriggerEnum = builder.enumType("CleanupTrigger", {
     OPERATOR: { description: "An operator's triggerCleanup (or POST /v1/ops/cleanup); triggeredBy names them." },
     CLI: { description: "`vega maintenance cleanup` or `prune-artifacts`." },
   } as const,
+});
+
+const CleanupJobEnum = builder.enumType("CleanupJob", {
+  description: "One job of a cleanup run (the fields of CleanupCounts).",
+  values: Object.fromEntries(allCleanupJobs.map((job) => [cleanupJobEnumValue(job), { value: job }])) as {
+    [name: string]: { value: (typeof allCleanupJobs)[number] };
+  },
 });
 
 const CleanupRunStatusEnum = builder.enumType("CleanupRunStatus", {
@@ -92,6 +102,13 @@ const CleanupStatusRef = builder.objectRef<Record<string, never>>("CleanupStatus
       description: "The newest run that finished (SUCCEEDED or FAILED).",
       resolve: (_status, _args, ctx) => lastFinishedCleanup(ctx.deps.prisma),
     }),
+    run: t.field({
+      type: CleanupRunRef,
+      nullable: true,
+      description: "One run by id (null if there is none).",
+      args: { id: t.arg.id({ required: true }) },
+      resolve: (_status, args, ctx) => findCleanupRun(ctx.deps.prisma, String(args.id)),
+    }),
     runs: t.connection(
       {
         type: CleanupRunRef,
@@ -121,10 +138,16 @@ builder.mutationField("triggerCleanup", (t) =>
     type: CleanupRunRef,
     description:
       "Starts a cleanup run and answers at once with it (RUNNING); it finishes in the background (see " +
-      "cleanupRunUpdated). While a run is in progress, answers that run instead of starting another. Audited.",
+      "cleanupRunUpdated). While a run is in progress, answers that run instead of starting another " +
+      "(with onlyIfIdle: CONFLICT, extensions.cleanupRunId naming it). Audited.",
     authScopes: { operator: true },
-    args: { dryRun: t.arg.boolean({ required: false, defaultValue: false }) },
-    resolve: (_root, args, ctx) => triggerCleanup(ctx.deps, ctx.viewer!, { dryRun: args.dryRun ?? false }),
+    args: {
+      dryRun: t.arg.boolean({ required: false, defaultValue: false }),
+      jobs: t.arg({ type: [CleanupJobEnum], required: false, description: "The jobs to run (default: every job)." }),
+      onlyIfIdle: t.arg.boolean({ required: false, defaultValue: false, description: "Refuse, rather than answer the run in progress." }),
+    },
+    resolve: (_root, args, ctx) =>
+      triggerCleanup(ctx.deps, ctx.viewer!, { dryRun: args.dryRun ?? false, jobs: args.jobs ?? undefined, onlyIfIdle: args.onlyIfIdle ?? false }),
   }),
 );
 

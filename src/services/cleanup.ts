@@ -60,6 +60,9 @@ export const cleanupJobs = {
 export type CleanupJobName = keyof typeof cleanupJobs;
 export const allCleanupJobs = Object.keys(cleanupJobs) as CleanupJobName[];
 
+/** A job's name as a GraphQL enum value: orphanFiles → ORPHAN_FILES. */
+export const cleanupJobEnumValue = (job: CleanupJobName) => job.replace(/[A-Z]/g, (letter) => `_${letter}`).toUpperCase();
+
 /** CleanupRun.counts: one entry per job the run executed (or was executing). */
 export type CleanupCounts = Partial<Record<CleanupJobName, number>>;
 
@@ -309,17 +312,31 @@ export async function listCleanupRuns(
 /**
  * The operator's trigger: starts a run (or answers the one in progress) and
  * records the action in the audit log. The run finishes in the background.
+ * With `onlyIfIdle` (how `vega maintenance` runs a job through the server), a
+ * run in progress is a CONFLICT naming it instead of the answer.
  */
-export async function triggerCleanup(deps: CleanupDeps, viewer: Viewer, options: { dryRun: boolean }): Promise<CleanupRun> {
+export async function triggerCleanup(
+  deps: CleanupDeps,
+  viewer: Viewer,
+  options: { dryRun: boolean; jobs?: CleanupJobName[]; onlyIfIdle?: boolean },
+): Promise<CleanupRun> {
   const actor = viewer.principal.sub;
-  const start = await startCleanup(deps, { trigger: "OPERATOR", triggeredBy: actor, dryRun: options.dryRun });
+  const start = await startCleanup(deps, { trigger: "OPERATOR", triggeredBy: actor, dryRun: options.dryRun, jobs: options.jobs });
   const run = start.outcome === "notDue" ? null : start.run;
   await recordAudit(deps.prisma, {
     actor,
     action: auditActions.cleanupTrigger,
     target: run ? `CleanupRun:${run.id}` : null,
-    details: { dryRun: options.dryRun, outcome: start.outcome },
+    details: { dryRun: options.dryRun, outcome: start.outcome, ...(options.jobs ? { jobs: options.jobs } : {}) },
   });
   if (!run) throw conflict("Another process holds the cleanup lock but has recorded no run; try again shortly");
+  if (start.outcome === "inProgress" && options.onlyIfIdle) {
+    throw conflict(`Another cleanup is in progress (run ${run.id}); nothing was started`, { cleanupRunId: run.id });
+  }
   return run;
+}
+
+/** One run by id. */
+export function findCleanupRun(prisma: CleanupDeps["prisma"], id: string): Promise<CleanupRun | null> {
+  return prisma.cleanupRun.findUnique({ where: { id } });
 }

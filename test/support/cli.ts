@@ -1,6 +1,7 @@
 /** Runs the real `vega` command as a child process, as an operator would. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
 
 export const vegaBin = fileURLToPath(new URL("../../bin/vega.mjs", import.meta.url));
 
@@ -33,24 +34,41 @@ export function runVega(args: string[], env: Record<string, string> = {}, option
   });
 }
 
+export interface StartOptions {
+  timeoutMs?: number;
+  /** Its own process group (whose id is its pid), for tests that kill the whole group. */
+  detached?: boolean;
+}
+
 /** Starts a long-running `vega` process; resolves once `ready` matches its output. */
 export function startVega(
   args: string[],
   env: Record<string, string>,
   ready: RegExp,
-  options: { timeoutMs?: number; detached?: boolean } = {},
+  options: StartOptions = {},
+): Promise<{ child: ChildProcess; output: () => string }> {
+  return startCommand(process.execPath, [vegaBin, ...args], env, ready, options);
+}
+
+/** Starts any long-running command (npm, redis-server) with childEnv(env); resolves once `ready` matches its output. */
+export function startCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  ready: RegExp,
+  options: StartOptions & { cwd?: string } = {},
 ): Promise<{ child: ChildProcess; output: () => string }> {
   return new Promise((resolve, reject) => {
-    // detached: the process leads a process group of its own (its runners join it), which a test can kill whole.
-    const child = spawn(process.execPath, [vegaBin, ...args], {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
       env: childEnv({ VEGA_LOG_LEVEL: "info", ...env }),
       stdio: ["ignore", "pipe", "pipe"],
-      detached: options.detached ?? false,
+      detached: options.detached,
     });
     let output = "";
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`vega ${args.join(" ")} did not become ready:\n${output}`));
+      reject(new Error(`${command} ${args.join(" ")} did not become ready:\n${output}`));
     }, options.timeoutMs ?? 60_000);
     const onData = (chunk: Buffer) => {
       output += chunk;
@@ -63,7 +81,7 @@ export function startVega(
     child.stderr!.on("data", onData);
     child.on("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`vega ${args.join(" ")} exited with ${code} before it was ready:\n${output}`));
+      reject(new Error(`${command} ${args.join(" ")} exited with ${code} before it was ready:\n${output}`));
     });
   });
 }
@@ -74,4 +92,11 @@ export function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTE
     child.once("exit", (code) => resolve(code));
     child.kill(signal);
   });
+}
+
+/** The one line of JSON a `vega maintenance` job prints on stdout. */
+export function summaryOf(result: CliResult): Record<string, any> {
+  const lines = result.stdout.trim().split("\n");
+  expect(lines, result.stderr).toHaveLength(1);
+  return JSON.parse(lines[0]);
 }

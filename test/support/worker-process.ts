@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { PrismaClient } from "../../src/db/client.ts";
-import { startVega } from "./cli.ts";
+import { startVega, type StartOptions } from "./cli.ts";
 
 export interface WorkerProcess {
   child: ChildProcess;
@@ -23,8 +23,8 @@ export interface WorkerProcess {
 }
 
 /** Starts `vega worker` (logging at info) and resolves once it has registered. */
-export async function startWorkerProcess(name: string, env: Record<string, string>): Promise<WorkerProcess> {
-  const started = await startVega(["worker"], { VEGA_WORKER_NAME: name, ...env }, /"msg":"worker registered"/);
+export async function startWorkerProcess(name: string, env: Record<string, string>, options?: StartOptions): Promise<WorkerProcess> {
+  const started = await startVega(["worker"], { VEGA_WORKER_NAME: name, ...env }, /"msg":"worker registered"/, options);
   const registered = parseLines(started.output()).find((line) => line.msg === "worker registered");
   if (!registered?.workerId) throw new Error(`worker ${name} logged no workerId:\n${started.output()}`);
   const logLines = () => parseLines(started.output());

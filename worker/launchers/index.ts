@@ -8,7 +8,10 @@ import type { Launcher } from "./types.ts";
 
 const vegaBin = fileURLToPath(new URL("../../bin/vega.mjs", import.meta.url));
 
-export function createLauncher(config: Config, log: Logger): Launcher & { waitForExit?(taskId: string): Promise<unknown> } {
+export function createLauncher(
+  config: Config,
+  log: Logger,
+): Launcher & { waitForExit?(taskId: string): Promise<unknown>; removeLeftoverWorkDirs?(): Promise<string[]> } {
   if (config.launcher === "ecs") {
     return createEcsLauncher({
       cluster: config.ecsCluster,

@@ -26,9 +26,19 @@
  *   (`force`): SIGTERM does nothing to a stopped process until it is continued.
  * - A child that exited stays visible for `retainStoppedMs` (an hour, like ECS)
  *   and is then forgotten (MISSING).
+ * - The launcher makes each runner's work directory (`vega-runner-<scan>-*`
+ *   under TMPDIR, passed as VEGA_RUNNER_WORK_DIR) and removes it when it sees
+ *   the child exit: a runner killed with SIGKILL cannot remove the user's
+ *   source itself. A marker file in it names the worker and the runner, so that
+ *   a worker starting after a crash (the whole process group killed) removes
+ *   the directories of runners that no longer run (`removeLeftoverWorkDirs`),
+ *   and never those of a live runner of another worker on the machine.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { settings } from "../../src/config.ts";
@@ -50,12 +60,16 @@ export interface LocalLauncherOptions {
   retainStoppedMs?: number;
   /** Inherited variables the runner must not see. Default: the worker's secrets. */
   withheldEnv?: string[];
+  /** Where runners' work directories are made. Default: the system's temporary directory (TMPDIR). */
+  workDirRoot?: string;
 }
 
 export interface LocalLauncher extends Launcher {
   readonly kind: "local";
-  /** Resolves with the STOPPED status once a runner this launcher started has exited. */
+  /** Resolves with the STOPPED status once a runner this launcher started has exited (and its work directory is gone). */
   waitForExit(taskId: string): Promise<TaskStatus>;
+  /** Removes the work directories of runners that no longer run (left by a crash); answers the paths removed. */
+  removeLeftoverWorkDirs(): Promise<string[]>;
 }
 
 export const defaultWithheldEnv = [
@@ -80,6 +94,15 @@ interface LocalRunner {
 
 const TASK_PREFIX = "local:";
 const POLL_MS = 25;
+const WORK_DIR_PREFIX = "vega-runner-";
+const WORK_DIR_MARKER = ".vega-launcher.json";
+
+/** What the marker file in a work directory says. `runnerPid` is null until the child has spawned. */
+interface WorkDirMarker {
+  host: string;
+  workerPid: number;
+  runnerPid: number | null;
+}
 
 const pidOf = (taskId: string): number | undefined => {
   if (!taskId.startsWith(TASK_PREFIX)) return undefined;
@@ -102,6 +125,7 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
   const [executable, ...args] = options.command;
   const stopGraceMs = options.stopGraceMs ?? 5_000;
   const retainStoppedMs = options.retainStoppedMs ?? 3_600_000;
+  const workDirRoot = options.workDirRoot ?? os.tmpdir();
   const withheld = new Set(options.withheldEnv ?? defaultWithheldEnv);
   const logger = options.logger;
 
@@ -144,7 +168,7 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
     }
   };
 
-  const childEnv = (request: LaunchRequest): NodeJS.ProcessEnv => {
+  const childEnv = (request: LaunchRequest, workDir: string): NodeJS.ProcessEnv => {
     // Passing the worker's environment through to its child, not reading settings from it.
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !withheld.has(name)));
     return {
@@ -153,8 +177,12 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       VEGA_SCAN_ID: request.scanId,
       VEGA_API_URL: request.apiUrl,
       VEGA_RUNNER_TOKEN: request.runnerToken,
+      [settings.runnerWorkDir.env]: workDir,
     };
   };
+
+  const writeMarker = (workDir: string, runnerPid: number | null) =>
+    writeFile(path.join(workDir, WORK_DIR_MARKER), JSON.stringify({ host: os.hostname(), workerPid: process.pid, runnerPid } satisfies WorkDirMarker));
 
   const forwardOutput = (runner: LocalRunner, stream: NodeJS.ReadableStream | null, name: "stdout" | "stderr") => {
     if (!stream) return;
@@ -165,18 +193,23 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
   };
 
   async function start(request: LaunchRequest, key: string): Promise<LaunchResult> {
-    const child = spawn(executable, args, { cwd: options.cwd, env: childEnv(request), stdio: ["ignore", "pipe", "pipe"] });
+    const workDir = await mkdtemp(path.join(workDirRoot, `${WORK_DIR_PREFIX}${request.scanId.slice(0, 8)}-`));
+    await writeMarker(workDir, null);
+    const child = spawn(executable, args, { cwd: options.cwd, env: childEnv(request, workDir), stdio: ["ignore", "pipe", "pipe"] });
     try {
       await new Promise<void>((resolve, reject) => {
         child.once("spawn", resolve);
         child.once("error", reject);
       });
     } catch (error) {
+      await rm(workDir, { recursive: true, force: true });
       const detail = error instanceof Error ? error.message : String(error);
       logger?.error({ scanId: request.scanId, command: options.command, error: detail }, "runner process did not start");
       throw new LaunchFailedError(`could not start the runner for scan ${request.scanId}: ${detail}`, "SpawnFailed", detail);
     }
     const pid = child.pid!;
+    // Should the worker die before this lands, the marker still names it, and its death frees the directory.
+    const markerWritten = writeMarker(workDir, pid).catch(() => {});
     const runner: LocalRunner = {
       taskId: `${TASK_PREFIX}${pid}`,
       key,
@@ -186,8 +219,14 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       exited: new Promise<void>((resolve) => {
         child.once("exit", (code, signal) => {
           runner.exit = { code, signal, at: new Date() };
-          logger?.info({ scanId: request.scanId, taskId: runner.taskId, exitCode: code, signal }, "runner process exited");
-          resolve();
+          // Logged once the directory is gone: "exited" means nothing of the scan's source is left.
+          markerWritten
+            .then(() => rm(workDir, { recursive: true, force: true }))
+            .catch((error: unknown) => logger?.error({ scanId: request.scanId, workDir, error: String(error) }, "could not remove the runner's work directory"))
+            .finally(() => {
+              logger?.info({ scanId: request.scanId, taskId: runner.taskId, exitCode: code, signal }, "runner process exited");
+              resolve();
+            });
         });
       }),
     };
@@ -316,6 +355,29 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       if (!runner) throw new Error(`no runner ${taskId} was started by this launcher`);
       await runner.exited;
       return statusOf(runner);
+    },
+
+    async removeLeftoverWorkDirs() {
+      const removed: string[] = [];
+      const names = (await readdir(workDirRoot).catch(() => [] as string[])).filter((name) => name.startsWith(WORK_DIR_PREFIX));
+      for (const name of names) {
+        const workDir = path.join(workDirRoot, name);
+        let marker: WorkDirMarker;
+        try {
+          marker = JSON.parse(await readFile(path.join(workDir, WORK_DIR_MARKER), "utf8")) as WorkDirMarker;
+        } catch {
+          // No marker: not a local launcher's (a runner started by hand, an ECS task's own temp directory).
+          continue;
+        }
+        // Pids of another host (a shared temporary directory) say nothing here.
+        if (marker.host !== os.hostname()) continue;
+        const lives = marker.runnerPid !== null ? isRunnerProcess(marker.runnerPid) : isAlive(marker.workerPid);
+        if (lives) continue;
+        await rm(workDir, { recursive: true, force: true });
+        removed.push(workDir);
+      }
+      if (removed.length > 0) logger?.warn({ workDirs: removed }, "removed the work directories of runners that no longer run");
+      return removed;
     },
 
     async close() {

@@ -43,6 +43,8 @@ export interface RunnerSettings {
   findingsBatch: number;
   /** Between progress reports (VEGA_RUNNER_HEARTBEAT_SECONDS). */
   heartbeatSeconds: number;
+  /** A work directory made by the launcher (which removes it if the runner cannot); default: a new one under TMPDIR. */
+  workDir?: string;
 }
 
 const REPORT_ATTEMPTS = 5;
@@ -127,7 +129,7 @@ function failureCode(error: unknown): string {
 export async function runScan(settings: RunnerSettings, log: Logger): Promise<RunnerOutcome> {
   const api: ApiClient = createApiClient({ url: settings.apiUrl, token: () => settings.token, timeoutMs: 30_000 });
   const scanId = settings.scanId;
-  const workDir = await mkdtemp(path.join(os.tmpdir(), `vega-runner-${scanId.slice(0, 8)}-`));
+  const workDir = settings.workDir ?? (await mkdtemp(path.join(os.tmpdir(), `vega-runner-${scanId.slice(0, 8)}-`)));
   // StopTask and cancellation send SIGTERM: leave no extracted source behind.
   const onSignal = (signal: NodeJS.Signals) => {
     log.warn({ signal }, "runner stopped by signal; removing its work directory");
