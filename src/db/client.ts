@@ -86,7 +86,12 @@ async function openPglite(directory: string | undefined, options: DatabaseOption
 async function openPostgres(url: string, poolSize: number, options: DatabaseOptions): Promise<Database> {
   const prisma = createPrisma(new PrismaPg({ connectionString: url, max: poolSize }), options);
   // The raw driver (migrations, advisory locks held across statements) keeps a small pool of its own.
-  const sql = postgresDriver(new pg.Pool({ connectionString: url, max: 2 }));
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  // An idle client whose server connection ends (a PostgreSQL restart, a failover, an operator's
+  // pg_terminate_backend) emits "error" on the pool; unheard, that event would end the process.
+  // The pool has already discarded the client, and the next query opens a new connection.
+  pool.on("error", () => {});
+  const sql = postgresDriver(pool);
   const redacted = new URL(url);
   if (redacted.password) redacted.password = "***";
   try {
