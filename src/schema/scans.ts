@@ -115,7 +115,8 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
       type: "JSON",
       description:
         "The findings as a SARIF 2.1.0 log that GitHub code scanning accepts (also at GET /v1/scans/:id/sarif). " +
-        "At most 25,000 results.",
+        "At most 25,000 results. CONFLICT until the scan has SUCCEEDED; a FAILED scan's log holds its partial results " +
+        "with `invocations[0].executionSuccessful: false` and the error.",
       resolve: (scan, _args, ctx) => exportSarif(ctx, scan.id),
     }),
   }),

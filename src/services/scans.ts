@@ -12,7 +12,7 @@ import { auditActions, recordAudit } from "./audit.ts";
 import { eventsInOrder, findingsBySeverity } from "./loaders.ts";
 import { prismaPage, readPage, toConnection, type Keyset, type PageArgs } from "./pagination.ts";
 import { vegaVersion } from "../version.ts";
-import { buildSarif } from "./sarif.ts";
+import { buildSarif, type SarifExecution } from "./sarif.ts";
 import { activeStatuses, transitionScan } from "./scan-state.ts";
 import { resolveMemberWorkspace } from "./users.ts";
 
@@ -160,13 +160,28 @@ export async function resolveScanStateChange(ctx: ReadContext, change: ScanState
 /** GitHub code scanning takes at most 25,000 results per run; a scan with more is cut there. */
 export const SARIF_MAX_RESULTS = 25_000;
 
-/** A scan's findings as a SARIF 2.1.0 log, for GitHub code scanning and other SARIF consumers. */
+/**
+ * A scan's findings as a SARIF 2.1.0 log, for GitHub code scanning and other
+ * SARIF consumers. Only a scan that ran to its end has one: code scanning
+ * closes every alert a new upload does not repeat, so an empty report of a
+ * queued, running or cancelled scan would close them all. A failed scan's
+ * report holds what was found before it failed and says it failed.
+ */
 export async function exportSarif(ctx: ReadContext, scanId: string) {
   const scan = await getVisibleScan(ctx, scanId);
+  if (scan.status !== "SUCCEEDED" && scan.status !== "FAILED") {
+    throw conflict(`Scan ${scanId} is ${scan.status}: its SARIF report exists once the scan has succeeded (or failed)`, {
+      status: scan.status,
+    });
+  }
   const findings = await ctx.deps.prisma.finding.findMany({
     where: { scanId: scan.id },
     orderBy: [{ severity: "asc" }, { path: "asc" }, { line: "asc" }, { id: "asc" }],
     take: SARIF_MAX_RESULTS,
   });
-  return buildSarif({ scanId: scan.id, findings, toolVersion: vegaVersion });
+  const execution: SarifExecution =
+    scan.status === "SUCCEEDED"
+      ? { successful: true }
+      : { successful: false, errorCode: scan.errorCode ?? "FAILED", errorMessage: scan.errorMessage ?? "The scan failed" };
+  return buildSarif({ scanId: scan.id, findings, toolVersion: vegaVersion, execution });
 }
