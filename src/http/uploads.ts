@@ -109,8 +109,9 @@ export async function handleMultipartGraphQL(
     throw error;
   }
 
+  let response: Response;
   try {
-    const response = await yoga.fetch(
+    response = await yoga.fetch(
       new Request(url, {
         method: "POST",
         headers: { "content-type": "application/json", accept: req.headers.accept ?? "application/json" },
@@ -118,11 +119,11 @@ export async function handleMultipartGraphQL(
       }),
       { vega: { requestId, uploads: form.uploads, viewer } },
     );
-    await sendWebResponse(res, response);
   } finally {
-    // Whatever the operation did not take into the store (a refusal, an error) is removed.
+    // Whatever the operation did not take into the store (a refusal, an error) is removed before the client hears back.
     await Promise.all([...form.uploads.values()].map((upload) => rm(upload.tempPath, { force: true })));
   }
+  await sendWebResponse(res, response);
 }
 
 /** The workspace a submitScan names, if any, so membership is checked before the file is read. */
