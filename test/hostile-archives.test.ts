@@ -7,8 +7,7 @@
 import { readdir } from "node:fs/promises";
 import os from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runVega } from "./support/cli.ts";
-import { CLAIM, registerTestWorker, REPORT_STARTED } from "./support/execution.ts";
+import { runScanWithRunner } from "./support/execution.ts";
 import { startTestServer, type TestServer } from "./support/server.ts";
 import { expectServerUntouched } from "./support/untouched.ts";
 import { submitScan } from "./support/uploads.ts";
@@ -29,13 +28,9 @@ async function stored() {
   return { scans: await prisma.scan.count(), artifacts: await prisma.artifact.count(), files: files.filter((entry) => entry.isFile()).length };
 }
 
-/** Claims the scan as a worker would and runs the real `vega runner` on it; answers the scan as it ended. */
+/** Runs the real `vega runner` on the scan; answers the scan as it ended. */
 async function runScan(scanId: string) {
-  const worker = await registerTestWorker(server, `archive-runner-${scanId.slice(0, 8)}`);
-  const claims = (await server.gql(CLAIM, { workerId: worker.id, max: 100 }, worker.token)).body.data.claimScans;
-  const claim = claims.find((candidate: { scan: { id: string } }) => candidate.scan.id === scanId);
-  await server.gql(REPORT_STARTED, { scanId, taskId: "local:1" }, worker.token);
-  const result = await runVega(["runner"], { VEGA_API_URL: server.graphqlUrl, VEGA_SCAN_ID: scanId, VEGA_RUNNER_TOKEN: claim.runnerToken });
+  const result = await runScanWithRunner(server, scanId);
   expect(result.code, result.stderr).toBe(0);
   return server.app.deps.prisma.scan.findUniqueOrThrow({ where: { id: scanId } });
 }
