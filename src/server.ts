@@ -9,10 +9,9 @@ import type { AddressInfo } from "node:net";
 import type { GraphQLError } from "graphql";
 import { createTokenVerifier, resolveSigningKey } from "./auth.ts";
 import type { Config } from "./config.ts";
-import type { Deps } from "./context.ts";
+import { authenticate, type Deps } from "./context.ts";
 import { openDatabase, type Database } from "./db/client.ts";
 import { migrate, pendingMigrations } from "./db/migrate.ts";
-import { authenticate } from "./context.ts";
 import { errorCodeOf, requestTimeout, vegaError } from "./errors.ts";
 import { createGraphQLHandler, type VegaYoga } from "./http/graphql.ts";
 import {
@@ -217,9 +216,8 @@ async function graphqlOverHttp(
   const response = await yoga.fetch(request, { vega: { requestId, viewer } });
   // Yoga answers an Accept header it cannot serve with a bare 406; clients act on codes.
   if (response.status === 406 && !response.body) {
-    return sendError(res, vegaError("NOT_ACCEPTABLE", `No response type in \`Accept: ${req.headers.accept ?? ""}\` is one this server answers`, {
-      accepted: response.headers.get("accept"),
-    }));
+    const accepted = response.headers.get("accept");
+    return sendError(res, vegaError("NOT_ACCEPTABLE", `No type in \`Accept: ${req.headers.accept ?? ""}\` is one this server answers`, { accepted }));
   }
   await sendWebResponse(res, response);
 }

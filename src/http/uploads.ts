@@ -326,10 +326,7 @@ function readUploadMap(operations: Operations, map: unknown): Map<string, MapTar
     if (!Array.isArray(paths) || paths.length === 0 || !paths.every((path) => typeof path === "string")) {
       throw new UploadRefused(badUserInput(`\`map\` entry \`${fieldName}\` must be a non-empty list of paths`, { field: fieldName }));
     }
-    targets.set(
-      fieldName,
-      paths.map((path) => locateMapTarget(operations, path)),
-    );
+    targets.set(fieldName, paths.map((path) => locateMapTarget(operations, path)));
   }
   return targets;
 }
