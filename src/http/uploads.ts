@@ -14,8 +14,7 @@
  * VEGA_UPLOAD_IDLE_SECONDS remove what was written and close its file at once.
  */
 import { createHash } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { rm } from "node:fs/promises";
+import { open, rm } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
 import { Transform, type Readable } from "node:stream";
@@ -235,21 +234,27 @@ function parseMultipart(
       const placeholder = `vega-upload:${fieldName}`;
       writes.push(
         ready
-          .then(() => {
+          .then(async () => {
             // Nothing is created for an upload that failed while membership was checked.
             if (failed) return;
             tempPaths.push(tempPath);
-            return pipeline(stream, meter, createWriteStream(tempPath, { flags: "wx", highWaterMark: STREAM_BUFFER_BYTES })).then(() => {
-              uploads.set(placeholder, {
-                placeholder,
-                tempPath,
-                fileName: info.filename ?? "source.zip",
-                mimeType: info.mimeType,
-                sizeBytes,
-                sha256: hash.digest("hex"),
-              });
-              for (const target of fileTargets) target.holder[target.key] = placeholder;
+            // Opened here rather than by the stream: a stream destroyed while it is still opening would
+            // create its file after the failure's removal ran. Its close is awaited (the stream closes it).
+            const file = await open(tempPath, "wx");
+            try {
+              await pipeline(stream, meter, file.createWriteStream({ highWaterMark: STREAM_BUFFER_BYTES }));
+            } finally {
+              await file.close();
+            }
+            uploads.set(placeholder, {
+              placeholder,
+              tempPath,
+              fileName: info.filename ?? "source.zip",
+              mimeType: info.mimeType,
+              sizeBytes,
+              sha256: hash.digest("hex"),
             });
+            for (const target of fileTargets) target.holder[target.key] = placeholder;
           })
           .catch((error: unknown) => {
             stream.resume();
