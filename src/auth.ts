@@ -41,6 +41,12 @@ const HS256 = "HS256";
 const SECRET_FILE = "jwt-secret";
 
 /**
+ * A subject and each group name are stored (User.id, User.groups) and shown:
+ * bound them, so that a signed 10 KB claim cannot create a 10 KB row.
+ */
+export const MAX_CLAIM_LENGTH = 255;
+
+/**
  * The HS256 key in force (for the worker and runner tokens Vega mints, and
  * people's tokens when there is no OIDC issuer), or undefined when only a JWKS
  * issuer is configured.
@@ -97,25 +103,34 @@ export type TokenVerifier = (token: string) => Promise<Principal>;
  * worker and runner tokens Vega mints, and people's tokens on the embedded
  * default. Other algorithms go to the OIDC issuer's JWKS (when configured), so
  * people can sign in through Cognito while services keep Vega's own tokens.
+ *
+ * Every token must expire (`exp`): one without would be a credential good
+ * forever, which no revocation list here could take back. `exp`, `nbf` and
+ * `iat` are judged with VEGA_JWT_CLOCK_SKEW_SECONDS of tolerance.
  */
 export function createTokenVerifier(
-  config: Pick<Config, "jwtJwksUrl" | "jwtIssuer" | "jwtAudience">,
+  config: Pick<Config, "jwtJwksUrl" | "jwtIssuer" | "jwtAudience" | "jwtClockSkewSeconds">,
   key: Uint8Array | undefined,
 ): TokenVerifier {
   const jwks = config.jwtJwksUrl ? createRemoteJWKSet(new URL(config.jwtJwksUrl)) : undefined;
+  const claims = { requiredClaims: ["exp"], clockTolerance: config.jwtClockSkewSeconds };
   return async (token) => {
     let payload: JWTPayload;
     try {
       const { alg } = decodeProtectedHeader(token);
       if (alg === HS256 && key) {
-        ({ payload } = await jwtVerify(token, key, { algorithms: [HS256] }));
+        ({ payload } = await jwtVerify(token, key, { algorithms: [HS256], ...claims }));
       } else if (alg !== HS256 && jwks) {
-        ({ payload } = await jwtVerify(token, jwks, { issuer: config.jwtIssuer, audience: config.jwtAudience }));
+        ({ payload } = await jwtVerify(token, jwks, { issuer: config.jwtIssuer, audience: config.jwtAudience, ...claims }));
       } else {
         throw new joseErrors.JOSEAlgNotAllowed(`"${String(alg)}" tokens are not accepted here`);
       }
     } catch (error) {
       throw unauthenticated(describeVerificationFailure(error));
+    }
+    // jose checks `iat` only against a maximum age; a token dated ahead of our clock is refused here.
+    if (typeof payload.iat === "number" && payload.iat > Date.now() / 1000 + config.jwtClockSkewSeconds) {
+      throw unauthenticated("Bearer token was issued in the future (iat is ahead of the server's clock)");
     }
     return principalFromClaims(payload);
   };
@@ -123,6 +138,9 @@ export function createTokenVerifier(
 
 function describeVerificationFailure(error: unknown): string {
   if (error instanceof joseErrors.JWTExpired) return "Bearer token has expired";
+  if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === "exp" && error.reason === "missing") {
+    return "Bearer token has no expiry (exp): tokens must expire";
+  }
   if (error instanceof joseErrors.JWSSignatureVerificationFailed) return "Bearer token signature is invalid";
   if (error instanceof joseErrors.JWTClaimValidationFailed) return `Bearer token claim rejected: ${error.message}`;
   if (error instanceof joseErrors.JOSEAlgNotAllowed) return "Bearer token uses an algorithm that is not accepted";
@@ -131,8 +149,12 @@ function describeVerificationFailure(error: unknown): string {
 
 function principalFromClaims(payload: JWTPayload): Principal {
   if (typeof payload.sub !== "string" || payload.sub === "") throw unauthenticated("Bearer token has no subject");
+  if (payload.sub.length > MAX_CLAIM_LENGTH) throw unauthenticated(`Bearer token subject is longer than ${MAX_CLAIM_LENGTH} characters`);
   const groupsClaim = payload.groups ?? payload["cognito:groups"] ?? [];
   const groups = Array.isArray(groupsClaim) ? groupsClaim.filter((group): group is string => typeof group === "string") : [];
+  if (groups.some((group) => group.length > MAX_CLAIM_LENGTH)) {
+    throw unauthenticated(`Bearer token names a group longer than ${MAX_CLAIM_LENGTH} characters`);
+  }
   const scopeClaim = payload.vega_scope;
   if (scopeClaim !== undefined && scopeClaim !== "worker" && scopeClaim !== "runner") {
     throw unauthenticated(`Bearer token has an unknown vega_scope ${JSON.stringify(scopeClaim)}`);

@@ -77,6 +77,23 @@ const url: Parser<string | undefined> = (raw, name) => {
   return value;
 };
 
+/** Browser origins (`https://app.example.com`): each exactly an origin, so that comparing with a request's Origin header is exact. */
+const origins: Parser<string[]> = (raw, name) => {
+  const values = list(raw, name);
+  for (const value of values) {
+    let origin: string | undefined;
+    try {
+      origin = new URL(value).origin;
+    } catch {
+      origin = undefined;
+    }
+    if (origin !== value) {
+      throw new ConfigError(`${name}: ${JSON.stringify(value)} is not an origin (scheme://host[:port], no path or trailing slash)`);
+    }
+  }
+  return values;
+};
+
 interface Setting<T> {
   env: string;
   default: string;
@@ -121,7 +138,9 @@ export const settings = {
   databasePoolSize: setting("VEGA_DATABASE_POOL_SIZE", "10", positiveInteger, "PostgreSQL connections per process"),
   redisUrl: setting("VEGA_REDIS_URL", "", url, "Redis URL for subscriptions across API replicas; unset: in-memory"),
   logLevel: setting("VEGA_LOG_LEVEL", "info", oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent"), "pino log level"),
-  maxRequestBytes: setting("VEGA_MAX_REQUEST_BYTES", "1048576", positiveInteger, "body size of a non-upload request"),
+  maxRequestBytes: setting("VEGA_MAX_REQUEST_BYTES", "1048576", positiveInteger, "body size of a non-upload request, and of a WebSocket frame"),
+  uploadIdleSeconds: setting("VEGA_UPLOAD_IDLE_SECONDS", "60", positiveInteger, "an upload (or any request body) that sends no byte for this long is cut with 408 and discarded"),
+  corsOrigins: setting("VEGA_CORS_ORIGINS", "", origins, "browser origins allowed to call the API from another origin, comma-separated (unset: none; same-origin pages need none)"),
   graphqlMaxDepth: setting("VEGA_GRAPHQL_MAX_DEPTH", "12", positiveInteger, "query depth"),
   graphqlMaxAliases: setting("VEGA_GRAPHQL_MAX_ALIASES", "30", positiveInteger, "aliases in one operation"),
   graphqlMaxTokens: setting("VEGA_GRAPHQL_MAX_TOKENS", "2000", positiveInteger, "tokens in one document"),
@@ -134,6 +153,7 @@ export const settings = {
   jwtJwksUrl: setting("VEGA_JWT_JWKS_URL", "", url, "JWKS of an OIDC/Cognito issuer (RS256/ES256 tokens)"),
   jwtIssuer: setting("VEGA_JWT_ISSUER", "", optionalText, "required `iss` of tokens (with the JWKS)"),
   jwtAudience: setting("VEGA_JWT_AUDIENCE", "", optionalText, "required `aud` of tokens (with the JWKS)"),
+  jwtClockSkewSeconds: setting("VEGA_JWT_CLOCK_SKEW_SECONDS", "60", nonNegativeInteger, "tolerated difference between the token issuer's clock and ours (exp, nbf, iat)"),
   opsGroups: setting("VEGA_OPS_GROUPS", "vega-ops", list, "groups whose members have the operator scope"),
 
   // Worker, runner and launchers

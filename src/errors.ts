@@ -2,29 +2,74 @@ import { GraphQLError } from "graphql";
 
 /**
  * Every error a client can act on: its code, its HTTP status and what it means.
- * The README's error table is written from this list; add a code here and there
- * in the same commit.
+ * The README's error table is printed from this list and graphqlServerErrorCodes
+ * (`npx tsx scripts/error-table.ts`); a test keeps both in step and provokes
+ * every code through a real server.
  */
 export const errorCodes = {
-  UNAUTHENTICATED: { status: 401, meaning: "missing, malformed, expired or wrongly signed bearer token" },
+  UNAUTHENTICATED: {
+    status: 401,
+    meaning: "missing, malformed, expired or wrongly signed bearer token, one without `exp`, issued in the future, or with an over-long subject or group",
+  },
   FORBIDDEN: { status: 403, meaning: "the token is valid but lacks the scope the operation needs" },
   NOT_FOUND: { status: 404, meaning: "no such object, or one the caller may not see" },
-  BAD_USER_INPUT: { status: 400, meaning: "an argument or request body is malformed" },
-  CONFLICT: { status: 409, meaning: "the object is not in a state that allows the operation" },
-  PAYLOAD_TOO_LARGE: { status: 413, meaning: "a non-upload request body is over 1 MiB" },
+  BAD_USER_INPUT: {
+    status: 400,
+    meaning:
+      "an argument, a variable (wrong type, unknown enum value or input field, missing) or a request body is malformed, " +
+      "or an operation is over a GraphQL limit (depth, aliases, tokens, directives, cost, page size)",
+  },
+  NOT_ACCEPTABLE: {
+    status: 406,
+    meaning: "the Accept header admits none of application/json, application/graphql-response+json, text/event-stream",
+  },
+  REQUEST_TIMEOUT: { status: 408, meaning: "a request body (an upload) sent no byte for VEGA_UPLOAD_IDLE_SECONDS; nothing of it was kept" },
+  CONFLICT: {
+    status: 409,
+    meaning: "the object is not in a state that allows the operation (e.g. the SARIF report of a scan that has not succeeded or failed)",
+  },
+  PAYLOAD_TOO_LARGE: { status: 413, meaning: "a non-upload request body is over VEGA_MAX_REQUEST_BYTES" },
   SOURCE_TOO_LARGE: { status: 413, meaning: "the uploaded source archive is over VEGA_MAX_SOURCE_BYTES" },
   ARCHIVE_TOO_MANY_ENTRIES: { status: 413, meaning: "the archive has more entries than VEGA_MAX_ARCHIVE_ENTRIES" },
   ARCHIVE_TOO_LARGE: {
     status: 413,
     meaning: "the archive's declared uncompressed size is over VEGA_MAX_ARCHIVE_UNCOMPRESSED_BYTES",
   },
-  ARCHIVE_INVALID: { status: 422, meaning: "the archive is not a safe, well-formed zip (the reason and entry are given)" },
+  ARCHIVE_INVALID: { status: 422, meaning: "the upload is empty, or not a safe, well-formed zip with files in it (the reason and entry are given)" },
   QUOTA_EXCEEDED: { status: 429, meaning: "the user already has VEGA_MAX_ACTIVE_SCANS_PER_USER active scans" },
   SESSION_LIMIT_EXCEEDED: { status: 429, meaning: "the workspace already has VEGA_MAX_SESSIONS_PER_WORKSPACE open sessions" },
   INTERNAL_SERVER_ERROR: { status: 500, meaning: "an unexpected error; the message is masked and the request id logged" },
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;
+
+/**
+ * The codes graphql-yoga gives the requests it refuses before execution. Vega
+ * never raises them itself, but clients see them, so they are documented and
+ * tested with Vega's own.
+ */
+export const graphqlServerErrorCodes = {
+  GRAPHQL_PARSE_FAILED: { statuses: [400], meaning: "the query is not valid GraphQL syntax" },
+  GRAPHQL_VALIDATION_FAILED: {
+    statuses: [400],
+    meaning: "the query does not fit the schema (an unknown field or argument, a literal of the wrong type, introspection without a token)",
+  },
+  OPERATION_RESOLUTION_FAILURE: { statuses: [400], meaning: "the document has several operations and `operationName` names none of them" },
+  BAD_REQUEST: {
+    statuses: [400, 405],
+    meaning:
+      "not a GraphQL-over-HTTP request: invalid JSON, no `query`, a batch, an unknown parameter (400); a method other than GET " +
+      "and POST, or a mutation sent with GET (405)",
+  },
+} as const satisfies Record<string, { statuses: readonly number[]; meaning: string }>;
+
+/** Every code a client can see, with its HTTP statuses, in the order the README lists them. */
+export function clientVisibleErrorCodes(): { code: string; statuses: readonly number[]; meaning: string }[] {
+  return [
+    ...Object.entries(errorCodes).map(([code, { status, meaning }]) => ({ code, statuses: [status], meaning })),
+    ...Object.entries(graphqlServerErrorCodes).map(([code, entry]) => ({ code, ...entry })),
+  ];
+}
 
 /** The one way to raise a client-facing error. */
 export function vegaError(code: ErrorCode, message: string, details: Record<string, unknown> = {}): GraphQLError {
@@ -96,6 +141,11 @@ export const archiveTooLarge = ({ limit, uncompressedBytes }: { limit: number; u
     `Archive declares ${uncompressedBytes} uncompressed bytes, over the limit of ${limit}`,
     { limit, uncompressedBytes },
   );
+
+export const requestTimeout = ({ idleSeconds }: { idleSeconds: number }) =>
+  vegaError("REQUEST_TIMEOUT", `No byte of the request body arrived for ${idleSeconds} seconds; the upload was discarded`, {
+    idleSeconds,
+  });
 
 export const archiveInvalid = (reason: string, entry?: string) =>
   vegaError("ARCHIVE_INVALID", entry === undefined ? `Invalid archive: ${reason}` : `Invalid archive: ${reason} (entry "${entry}")`, {

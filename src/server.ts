@@ -9,12 +9,23 @@ import type { AddressInfo } from "node:net";
 import type { GraphQLError } from "graphql";
 import { createTokenVerifier, resolveSigningKey } from "./auth.ts";
 import type { Config } from "./config.ts";
-import type { Deps } from "./context.ts";
+import { authenticate, type Deps } from "./context.ts";
 import { openDatabase, type Database } from "./db/client.ts";
 import { migrate, MigrationError, pendingMigrations } from "./db/migrate.ts";
-import { vegaError } from "./errors.ts";
+import { errorCodeOf, requestTimeout, vegaError } from "./errors.ts";
 import { createGraphQLHandler, type VegaYoga } from "./http/graphql.ts";
-import { BodyTooLargeError, readBoundedBody, requestUrl, sendError, sendJson, sendWebResponse } from "./http/respond.ts";
+import {
+  BodyIdleError,
+  BodyTooLargeError,
+  ClientGoneError,
+  readBoundedBody,
+  refuseAndClose,
+  refuseRequest,
+  requestUrl,
+  sendError,
+  sendJson,
+  sendWebResponse,
+} from "./http/respond.ts";
 import { ARTIFACT_ROUTE, downloadArtifact } from "./http/artifacts.ts";
 import { downloadSarif, SARIF_ROUTE } from "./http/sarif.ts";
 import { attachSubscriptions } from "./http/subscriptions.ts";
@@ -83,7 +94,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     artifacts: await openArtifactStore(config.artifactStoreDir),
   };
   const yoga = createGraphQLHandler(deps);
-  const httpServer = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const requestId = requestIdOf(req);
     res.setHeader("x-request-id", requestId);
     handle(deps, yoga, req, res, requestId, redisStatus).catch((error: unknown) => {
@@ -91,7 +102,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       if (!res.headersSent) sendJson(res, 500, { errors: [{ message: "Unexpected error", extensions: { code: "INTERNAL_SERVER_ERROR", requestId } }] });
       else res.destroy();
     });
-  });
+  };
+  // Node's default cuts any request not received within 5 minutes, which a 2 GiB
+  // upload on a slow link needs; bodies are bounded by VEGA_UPLOAD_IDLE_SECONDS
+  // between bytes instead, and headers still by a minute (the default, which
+  // would otherwise follow requestTimeout to 0).
+  const httpServer = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, onRequest);
+  // A client sending `Expect: 100-continue` is answered 100 only when its body is
+  // about to be read (respond.ts startReadingBody), so refusals come before the body.
+  httpServer.on("checkContinue", onRequest);
   // Started once listening: a process that cannot listen must not sweep the database meanwhile, and
   // a WebSocket server attached before listen() would report the listen failure as its own internal error.
   let subscriptions: ReturnType<typeof attachSubscriptions> | undefined;
@@ -198,28 +217,43 @@ async function graphqlOverHttp(
   for (const [name, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(", ") : value);
   }
+  const contentType = req.headers["content-type"] ?? "";
+  if (method === "POST" && /^multipart\/form-data/i.test(contentType)) {
+    return handleMultipartGraphQL(deps, yoga, req, res, url, requestId);
+  }
+  if (method === "POST" && !JSON_CONTENT_TYPE.test(contentType)) {
+    return refuseRequest(
+      req,
+      res,
+      vegaError("BAD_USER_INPUT", "GraphQL POST requests must be `Content-Type: application/json` (or multipart for uploads)"),
+    );
+  }
+  // The caller is known before yoga parses the query: what the schema reveals (introspection, suggestions) depends on it.
+  let viewer;
+  try {
+    viewer = await authenticate(deps, req.headers.authorization);
+  } catch (error) {
+    if (errorCodeOf(error)) return refuseRequest(req, res, error as GraphQLError);
+    throw error;
+  }
   let body: Buffer | undefined;
   if (method === "POST") {
-    const contentType = req.headers["content-type"] ?? "";
-    if (/^multipart\/form-data/i.test(contentType)) {
-      return handleMultipartGraphQL(deps, yoga, req, res, url, requestId);
-    }
-    if (!JSON_CONTENT_TYPE.test(contentType)) {
-      return sendError(
-        res,
-        vegaError("BAD_USER_INPUT", "GraphQL POST requests must be `Content-Type: application/json` (or multipart for uploads)"),
-      );
-    }
     try {
-      body = await readBoundedBody(req, deps.config.maxRequestBytes);
+      body = await readBoundedBody(req, res, { limit: deps.config.maxRequestBytes, idleSeconds: deps.config.uploadIdleSeconds });
     } catch (error) {
-      if (!(error instanceof BodyTooLargeError)) throw error;
-      res.setHeader("connection", "close");
-      return sendError(res, tooLarge(deps.config.maxRequestBytes));
+      if (error instanceof ClientGoneError) return;
+      if (error instanceof BodyIdleError) return refuseAndClose(res, requestTimeout({ idleSeconds: deps.config.uploadIdleSeconds }));
+      if (error instanceof BodyTooLargeError) return refuseRequest(req, res, tooLarge(deps.config.maxRequestBytes));
+      throw error;
     }
   }
   const request = new Request(url, { method, headers, body: body ? new Uint8Array(body) : undefined });
-  const response = await yoga.fetch(request, { vega: { requestId } });
+  const response = await yoga.fetch(request, { vega: { requestId, viewer } });
+  // Yoga answers an Accept header it cannot serve with a bare 406; clients act on codes.
+  if (response.status === 406 && !response.body) {
+    const accepted = response.headers.get("accept");
+    return sendError(res, vegaError("NOT_ACCEPTABLE", `No type in \`Accept: ${req.headers.accept ?? ""}\` is one this server answers`, { accepted }));
+  }
   await sendWebResponse(res, response);
 }
 

@@ -19,6 +19,7 @@ import {
   buildTruncatedZip,
   buildZip,
   buildZipWithEntryName,
+  deflated,
   manySourceFiles,
 } from "./support/zips.ts";
 
@@ -119,7 +120,38 @@ describe("extracts a well-formed archive with the right contents", () => {
     const run = await scanRun(await buildZip([{ name: "a.ts", data: "a" }]));
     await mkdir(run.destDir);
     await writeFile(path.join(run.destDir, "left-over"), "x");
-    await expect(run.extract()).rejects.toThrow(/is not empty/);
+    const failure = await run.extract().catch((error: Error) => error);
+    expect(failure).toMatchObject({ message: expect.stringMatching(/is not empty/) });
+    expect((failure as Error).message).not.toContain(run.runDir);
+  });
+});
+
+describe("checks each entry's CRC-32 against its data", () => {
+  it.each([
+    ["stored", { data: Buffer.from("export const key = 1;\n") }],
+    ["deflated", deflated("export const key = 1;\n".repeat(100))],
+  ])("refuses a %s entry whose data does not match its declared CRC-32, and removes it", async (_method, entry) => {
+    const run = await scanRun(buildRawZip([{ name: "src/ok.ts", data: Buffer.from("ok\n") }, { name: "src/key.ts", ...entry, crc32: 0xdeadbeef }]));
+    await expect(run.extract()).rejects.toMatchObject(invalid(/^CRC-32 mismatch: the entry declares 0xdeadbeef, its data has 0x[0-9a-f]{8}$/, "src/key.ts"));
+    expect(await readdir(run.destDir)).toEqual([]);
+  });
+});
+
+describe("refuses an archive with nothing to scan", () => {
+  it("refuses an archive of directories alone", async () => {
+    const run = await scanRun(await buildZip([{ directory: "src/" }]));
+    await expect(run.extract()).rejects.toMatchObject(invalid(/^the archive contains no files$/));
+  });
+});
+
+describe("refuses a path the file system cannot hold, naming no path of this machine", () => {
+  it("refuses a name that fits the rule but not under a deep extraction directory", async () => {
+    const name = `${"d/".repeat(1791)}ff`;
+    const run = await scanRun(buildRawZip([{ name, data: Buffer.from("x") }]));
+    const deepDest = path.join(run.destDir, ...Array.from({ length: 6 }, () => "x".repeat(100)));
+    const failure = await extractArchive(path.join(run.runDir, "source.zip"), deepDest, limits).catch((error: Error) => error);
+    expect(failure).toMatchObject(invalid(/^entry path is too long to extract$/, name));
+    expect((failure as Error).message).not.toContain(run.runDir);
   });
 });
 

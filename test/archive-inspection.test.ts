@@ -77,9 +77,6 @@ describe("accepts a well-formed archive and reports what it declares", () => {
     expect(inspection.compressedBytes).toBeLessThan(inspection.uncompressedBytes);
   });
 
-  it("accepts an empty archive", async () => {
-    await expect(inspect(await buildZip([]))).resolves.toEqual({ entryCount: 0, uncompressedBytes: 0, compressedBytes: 0 });
-  });
 
   it("reads the central directory only, never the entry data", async () => {
     await expect(inspect(buildJunkDataZip())).resolves.toMatchObject({ entryCount: 1 });
@@ -195,9 +192,27 @@ describe("judges entry names by the shared rules", () => {
     ["./", /denotes no file/],
     ["a/..", /\.\./],
     [`${"x".repeat(256)}.ts`, /segment longer than 255 bytes/],
-    [`${"d/".repeat(2100)}f`, /name longer than 4096 bytes/],
+    [`${"d/".repeat(2100)}f`, /name longer than 3584 bytes/],
+    // Short of PATH_MAX itself, but with no room left for the directory the runner extracts into.
+    [`${"d/".repeat(2000)}f`, /name longer than 3584 bytes/],
   ])("refuses %j", (name, reason) => {
     expect(checkEntryName(name)).toMatch(reason);
+  });
+
+  it("accepts a name at the bound", () => {
+    expect(checkEntryName(`${"d/".repeat(1791)}ff`)).toBeUndefined();
+  });
+});
+
+describe("refuses an archive with nothing to scan", () => {
+  it("refuses an archive without entries", async () => {
+    await expect(inspect(await buildZip([]))).rejects.toMatchObject(invalid(/^the archive contains no files$/));
+  });
+
+  it("refuses an archive of directories alone", async () => {
+    await expect(inspect(await buildZip([{ directory: "src/" }, { directory: "src/lib/" }]))).rejects.toMatchObject(
+      invalid(/^the archive contains no files$/),
+    );
   });
 });
 
@@ -247,8 +262,8 @@ describe("refuses a file that is not a whole zip", () => {
     await expect(inspect(buildNotAZip())).rejects.toMatchObject(invalid(/^not a zip file$/));
   });
 
-  it("refuses an empty file", async () => {
-    await expect(inspect(Buffer.alloc(0))).rejects.toMatchObject(invalid(/^not a zip file$/));
+  it("refuses an empty file as an empty upload", async () => {
+    await expect(inspect(Buffer.alloc(0))).rejects.toMatchObject(invalid(/^empty upload/));
   });
 
   it("refuses a truncated file", async () => {

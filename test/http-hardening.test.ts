@@ -77,11 +77,12 @@ describe("request bodies", () => {
     expect(issued.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it("caps `first` at 100", async () => {
-    const response = await server.gql("{ scans(first: 1000) { edges { node { id } } } }", {}, token);
-    expect(response.status).toBe(200);
-    const negative = await server.gql("{ scans(first: -1) { edges { node { id } } } }", {}, token);
-    expect(errorCodes(negative)).toEqual(["BAD_USER_INPUT"]);
+  it("refuses `first` over 100 or below 0 rather than cutting the page silently", async () => {
+    for (const first of [101, 1000, -1]) {
+      const response = await server.gql("query ($first: Int) { scans(first: $first) { edges { node { id } } } }", { first }, token);
+      expect(response.status).toBe(400);
+      expect(errorCodes(response)).toEqual(["BAD_USER_INPUT"]);
+    }
   });
 });
 

@@ -2,7 +2,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { GraphQLError } from "graphql";
 import yauzl from "yauzl";
 import { archiveInvalid, archiveTooLarge, archiveTooManyEntries } from "../errors.ts";
-import { checkEntry, entryPath, minimumLocalExtent, type ArchiveLimits } from "./archive-rules.ts";
+import { checkContainsFiles, checkEntry, entryPath, isDirectoryEntry, minimumLocalExtent, type ArchiveLimits } from "./archive-rules.ts";
 
 /** What an upload's central directory declares, once it has passed every rule. */
 export type ArchiveInspection = {
@@ -45,10 +45,10 @@ type LocalExtent = {
 /**
  * Decides whether an uploaded archive may be stored and scanned, from its
  * central directory alone: nothing is extracted and no entry data is read.
- * Refusals come in this order: a missing or inconsistent end record, too many
+ * Refusals come in this order: an empty file, a missing or inconsistent end record, too many
  * entries (counted from the end record, before the directory is read), a
  * corrupt directory record, too many declared bytes (summed over every entry),
- * the first invalid entry, overlapping entries.
+ * the first invalid entry, overlapping entries, no files at all.
  *
  * The runner enforces the same rules again on what it actually extracts; what
  * only the local headers could tell (a local extra field stretched over the
@@ -58,6 +58,7 @@ export async function inspectArchive(filePath: string, limits: ArchiveLimits): P
   const file = await open(filePath, "r");
   try {
     const fileSize = (await file.stat()).size;
+    if (fileSize === 0) throw archiveInvalid("empty upload: the file has 0 bytes");
     const reader = new ChunkedReader(file, fileSize);
     const directory = await locateCentralDirectory(reader, fileSize);
     if (directory.entryCount > limits.maxEntries) {
@@ -157,6 +158,7 @@ async function inspectEntries(
   let uncompressedBytes = 0;
   let compressedBytes = 0;
   let recordsRead = 0;
+  let fileCount = 0;
   let firstInvalidEntry: GraphQLError | undefined;
   const paths = new Set<string>();
   const extents: LocalExtent[] = [];
@@ -179,6 +181,7 @@ async function inspectEntries(
       return;
     }
     paths.add(relativePath);
+    if (!isDirectoryEntry(name)) fileCount += 1;
     const start = entry.relativeOffsetOfLocalHeader;
     extents.push({ name, start, minimumEnd: start + minimumLocalExtent(entry) });
   };
@@ -201,6 +204,8 @@ async function inspectEntries(
   }
   if (firstInvalidEntry !== undefined) throw firstInvalidEntry;
   checkNoOverlap(extents);
+  const empty = checkContainsFiles(fileCount);
+  if (empty !== undefined) throw archiveInvalid(empty);
   return { entryCount: directory.entryCount, uncompressedBytes, compressedBytes };
 }
 

@@ -45,9 +45,17 @@ const DEFLATED = 8;
  */
 export const RATIO_EXEMPT_BYTES = 1024 * 1024;
 
-/** Linux's PATH_MAX and NAME_MAX: longer names could be listed but never extracted. */
-const MAX_NAME_BYTES = 4096;
+/** Linux's PATH_MAX (the terminating NUL included) and NAME_MAX: longer paths and names can be listed but never written. */
+export const PATH_MAX_BYTES = 4096;
 const MAX_SEGMENT_BYTES = 255;
+
+/**
+ * An entry is written under the runner's extraction directory, whose own path
+ * counts against PATH_MAX: names are held to PATH_MAX less this much room for
+ * it, so that an accepted name is one the runner can write.
+ */
+const EXTRACTION_ROOT_ROOM_BYTES = 512;
+const MAX_NAME_BYTES = PATH_MAX_BYTES - EXTRACTION_ROOT_ROOM_BYTES;
 
 /**
  * Why `name` must not be written to disk, or undefined when it is safe.
@@ -87,6 +95,11 @@ export function entryPath(name: string): string {
 }
 
 const EMPTY_OR_DOT_SEGMENT = /(^|\/)\.?(\/|$)/;
+
+/** An archive of directories alone, or of nothing, has no source to scan: refused rather than "scanned" clean. */
+export function checkContainsFiles(fileCount: number): string | undefined {
+  return fileCount === 0 ? "the archive contains no files" : undefined;
+}
 
 export function isDirectoryEntry(name: string): boolean {
   return name.endsWith("/");

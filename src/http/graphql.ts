@@ -6,15 +6,16 @@
  */
 import { EnvelopArmorPlugin } from "@escape.tech/graphql-armor";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
-import { GraphQLError } from "graphql";
-import { authenticate, createContext, type Context, type Deps, type Viewer } from "../context.ts";
-import { errorCodeOf, isGraphQLError } from "../errors.ts";
+import { GraphQLError, type ExecutionResult, type ValidationRule } from "graphql";
+import type { Config } from "../config.ts";
+import { createContext, type Context, type Deps, type Viewer } from "../context.ts";
+import { errorCodeOf, errorCodes, isGraphQLError } from "../errors.ts";
 import { schema } from "../schema/index.ts";
 import type { StoredUpload } from "../services/uploads.ts";
 
-/** What the Node server passes along with each HTTP request. */
+/** What the Node server passes along with each HTTP request: the caller is authenticated before yoga sees the query. */
 export interface HttpServerContext {
-  vega?: { requestId: string; uploads?: Map<string, StoredUpload>; viewer?: Viewer | null };
+  vega?: { requestId: string; viewer: Viewer | null; uploads?: Map<string, StoredUpload> };
 }
 
 /** What graphql-ws passes (see subscriptions.ts): the viewer authenticated at connection_init. */
@@ -24,11 +25,109 @@ interface WebSocketServerContext {
 
 export type VegaYoga = YogaServerInstance<HttpServerContext & WebSocketServerContext, Context>;
 
-/** Armor's refusals are validation errors: give them a code and 400, like any bad request. */
+/**
+ * Armor's refusals are validation errors: give them a code and 400, like any
+ * bad request. Armor words them as parse errors ("Syntax Error: Query Cost
+ * limit of …"), which they are not: the query parsed, and was too expensive.
+ */
 function armorRejection(_ctx: unknown, error: GraphQLError) {
   const extensions = error.extensions as Record<string, unknown>;
   extensions.code = "BAD_USER_INPUT";
   extensions.http = { status: 400 };
+  error.message = error.message.replace(/^Syntax Error: /, "");
+}
+
+/** The caller as the server context knows it before execution: HTTP requests carry it, WebSocket connections too. */
+const callerOf = (context: HttpServerContext & WebSocketServerContext): Viewer | null =>
+  context.vega?.viewer ?? context.extra?.viewer ?? null;
+
+/** graphql-js's "Did you mean …?" endings (fields, arguments, types, enum values), which describe the schema. */
+const withoutSuggestions = (message: string) => message.replace(/\s*Did you mean [^?]*\?/g, "");
+
+/** The same error with another message (and, when given, extensions), keeping where it points in the query. */
+const rewordError = (error: GraphQLError, message: string, extensions = error.extensions) =>
+  new GraphQLError(message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    path: error.path,
+    extensions,
+  });
+
+/** Introspection (`__schema`, `__type`) answers authenticated callers only; codegen reads the committed schema.graphql. */
+const IntrospectionNeedsToken: ValidationRule = (context) => ({
+  Field(node) {
+    if (node.name.value === "__schema" || node.name.value === "__type") {
+      context.reportError(new GraphQLError(`Introspection (${node.name.value}) needs a bearer token`, { nodes: node }));
+    }
+  },
+});
+
+/**
+ * What an anonymous caller learns of the schema: no introspection, and no
+ * suggestions in error messages (armor hides field suggestions from everyone;
+ * enum values and arguments are hidden here).
+ */
+function schemaHiddenFromAnonymousCallers(): Plugin<HttpServerContext & WebSocketServerContext> {
+  return {
+    onValidate({ context, addValidationRule }) {
+      if (callerOf(context)) return;
+      addValidationRule(IntrospectionNeedsToken);
+      return ({ valid, result, setResult }) => {
+        if (!valid) setResult(result.map((error) => (isGraphQLError(error) ? rewordError(error, withoutSuggestions(error.message)) : error)));
+      };
+    },
+  };
+}
+
+/**
+ * The spec's request errors: a variable of the wrong type, an unknown enum
+ * value or input field, a missing required variable. graphql-js reports them
+ * before execution begins, as a result with no `data`; they are the client's
+ * mistake, so they answer 400 BAD_USER_INPUT instead of being masked as
+ * unexpected. (Subscriptions get the same from graphql-tools' subscribe.)
+ */
+function requestErrorsAreBadUserInput(): Plugin<Context> {
+  const badUserInput = { code: "BAD_USER_INPUT", http: { status: errorCodes.BAD_USER_INPUT.status } };
+  return {
+    onExecute() {
+      return {
+        onExecuteDone({ args, result, setResult }) {
+          if (Symbol.asyncIterator in result || "data" in result) return;
+          const anonymous = !args.contextValue.viewer;
+          const errors = (result as ExecutionResult).errors ?? [];
+          setResult({
+            errors: errors.map((error) =>
+              errorCodeOf(error) ? error : rewordError(error, anonymous ? withoutSuggestions(error.message) : error.message, badUserInput),
+            ),
+          });
+        },
+      };
+    },
+  };
+}
+
+/**
+ * Cross-origin browser calls from VEGA_CORS_ORIGINS only (none by default;
+ * same-origin pages need no CORS). Tokens travel in the Authorization header,
+ * never in cookies, so no credentials are allowed.
+ */
+function corsPolicy(config: Pick<Config, "corsOrigins">) {
+  if (config.corsOrigins.length === 0) return false;
+  return (request: Request) => {
+    const origin = request.headers.get("origin");
+    if (origin === null || !config.corsOrigins.includes(origin)) return false;
+    return { origin: [origin], methods: ["GET", "POST"], credentials: false, exposedHeaders: ["x-request-id"], maxAge: 600 };
+  };
+}
+
+/** The CORS answer depends on the Origin header: caches must keep one copy per origin. */
+function varyByOrigin(config: Pick<Config, "corsOrigins">): Plugin {
+  return {
+    onResponse({ response }) {
+      if (config.corsOrigins.length > 0) response.headers.append("vary", "Origin");
+    },
+  };
 }
 
 /**
@@ -86,6 +185,7 @@ export function createGraphQLHandler(deps: Deps): VegaYoga {
     },
     // The Node server parses multipart uploads itself (streamed to disk); yoga never sees them.
     multipart: false,
+    cors: corsPolicy(config),
     maskedErrors: {
       maskError(error, message) {
         const original = isGraphQLError(error) ? error : undefined;
@@ -96,15 +196,15 @@ export function createGraphQLHandler(deps: Deps): VegaYoga {
         });
       },
     },
-    context: async (initial) => {
+    context: (initial) => {
       const http = initial.vega;
-      if (http) {
-        const viewer = http.viewer !== undefined ? http.viewer : await authenticate(deps, initial.request.headers.get("authorization"));
-        return createContext(deps, viewer, { requestId: http.requestId, uploads: http.uploads });
-      }
+      if (http) return createContext(deps, http.viewer, { requestId: http.requestId, uploads: http.uploads });
       return createContext(deps, initial.extra?.viewer ?? null, { requestId: initial.extra?.requestId });
     },
     plugins: [
+      schemaHiddenFromAnonymousCallers(),
+      requestErrorsAreBadUserInput(),
+      varyByOrigin(config),
       EnvelopArmorPlugin({
         maxDepth: { n: config.graphqlMaxDepth, onReject: [armorRejection] },
         maxAliases: { n: config.graphqlMaxAliases, onReject: [armorRejection] },

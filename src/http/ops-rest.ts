@@ -21,7 +21,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { getNamedType, isLeafType, isObjectType, isNonNullType, type GraphQLNamedType } from "graphql";
-import type { Deps } from "../context.ts";
+import { authenticate, type Deps } from "../context.ts";
 import { badUserInput, errorCodes, isGraphQLError, notFound } from "../errors.ts";
 import { schema } from "../schema/index.ts";
 import type { VegaYoga } from "./graphql.ts";
@@ -141,21 +141,21 @@ export async function handleOpsRest(deps: Deps, yoga: VegaYoga, req: IncomingMes
     return sendError(res, notFound("Route", `${method} ${url.pathname}`));
   }
   let variables: Record<string, unknown>;
+  let viewer;
   try {
     variables = route.variables(url);
+    viewer = await authenticate(deps, req.headers.authorization);
   } catch (error) {
     if (isGraphQLError(error)) return sendError(res, error);
     throw error;
   }
-  const headers = new Headers({ "content-type": "application/json", accept: "application/graphql-response+json" });
-  if (req.headers.authorization) headers.set("authorization", req.headers.authorization);
   const response = await yoga.fetch(
     new Request(new URL(yoga.graphqlEndpoint, url), {
       method: "POST",
-      headers,
+      headers: { "content-type": "application/json", accept: "application/graphql-response+json" },
       body: JSON.stringify({ query: route.operation(), variables }),
     }),
-    { vega: { requestId } },
+    { vega: { requestId, viewer } },
   );
   const result = (await response.json()) as GraphQLResult;
   if (result.errors?.length) return sendErrors(res, response.status, result.errors);

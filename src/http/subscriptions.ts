@@ -19,7 +19,9 @@ const CLOSE_UNAUTHORIZED = 4401;
 const CLOSE_FORBIDDEN = 4403;
 
 export function attachSubscriptions(httpServer: Server, yoga: VegaYoga, deps: Deps) {
-  const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
+  // ws accepts 100 MiB frames by default, buffered whole before anyone looks at
+  // them: a larger frame is refused from its header (close 1009) instead.
+  const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint, maxPayload: deps.config.maxRequestBytes });
   const disposable = useServer<Record<string, unknown> | undefined, { viewer: Viewer | null; requestId: string }>(
     {
       execute: (args) => (args.rootValue as { execute: (args: ExecutionArgs) => unknown }).execute(args) as never,

@@ -19,7 +19,7 @@ builder.objectField(OpsRef, "auditLog", (t) =>
   t.connection(
     {
       type: AuditEntryRef,
-      description: "The audit log, newest first (`first` at most 100).",
+      description: "The audit log, newest first (`first` or `last` at most 100).",
       resolve: (_ops, args, ctx) => listAuditEntries(ctx.deps.prisma, args),
     },
     { name: "AuditEntryConnection" },

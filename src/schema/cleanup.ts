@@ -112,7 +112,7 @@ const CleanupStatusRef = builder.objectRef<Record<string, never>>("CleanupStatus
     runs: t.connection(
       {
         type: CleanupRunRef,
-        description: "Every run, newest first (`first` at most 100).",
+        description: "Every run, newest first (`first` or `last` at most 100).",
         resolve: (_status, args, ctx) => listCleanupRuns(ctx.deps.prisma, args),
       },
       { name: "CleanupRunConnection" },

@@ -1,12 +1,13 @@
 import type { Artifact, Finding, Scan, ScanEvent } from "../generated/prisma/client.ts";
 import type { ScanProgressPayload, ScanProgressSnapshot } from "../pubsub.ts";
 import type { FindingCounts } from "../services/loaders.ts";
-import { decodeCursor, pageSize, toConnection } from "../services/pagination.ts";
 import {
   cancelScan,
   currentVisibleScan,
   exportSarif,
   getVisibleScan,
+  listScanEvents,
+  listScanFindings,
   listScans,
   resolveScanStateChange,
   subscribeToScanProgress,
@@ -134,12 +135,8 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
     }),
     events: t.connection({
       type: ScanEventRef,
-      resolve: async (scan, args, ctx) => {
-        const size = pageSize(args.first);
-        const after = decodeCursor(args.after, ["number"]);
-        const rows = await ctx.loaders.events.load({ scanId: scan.id, take: size + 1, after });
-        return toConnection(rows, size, (event) => [event.seq], Boolean(after));
-      },
+      description: "The scan's log in order (`first` or `last` at most 100).",
+      resolve: (scan, args, ctx) => listScanEvents(ctx, scan.id, args),
     }),
     findings: t.connection({
       type: FindingRef,
@@ -147,25 +144,16 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
         severity: t.arg({ type: [SeverityEnum], required: false }),
         ruleId: t.arg.string({ required: false }),
       },
-      resolve: async (scan, args, ctx) => {
-        const size = pageSize(args.first);
-        const after = decodeCursor(args.after, ["string", "string", "number", "string"]);
-        const rows = await ctx.loaders.findings.load({
-          scanId: scan.id,
-          take: size + 1,
-          after,
-          severities: args.severity ?? undefined,
-          ruleId: args.ruleId ?? undefined,
-        });
-        return toConnection(rows, size, (finding) => [finding.severity, finding.path, finding.line, finding.id], Boolean(after));
-      },
+      description: "Most severe first, then by path and line (`first` or `last` at most 100).",
+      resolve: (scan, args, ctx) => listScanFindings(ctx, scan.id, args),
     }),
     findingCounts: t.field({ type: FindingCountsRef, resolve: (scan, _args, ctx) => ctx.loaders.findingCounts.load(scan.id) }),
     sarif: t.field({
       type: "JSON",
       description:
         "The findings as a SARIF 2.1.0 log that GitHub code scanning accepts (also at GET /v1/scans/:id/sarif). " +
-        "At most 25,000 results.",
+        "At most 25,000 results. CONFLICT until the scan has SUCCEEDED; a FAILED scan's log holds its partial results " +
+        "with `invocations[0].executionSuccessful: false` and the error.",
       resolve: (scan, _args, ctx) => exportSarif(ctx, scan.id),
     }),
   }),
@@ -184,7 +172,7 @@ builder.queryField("scan", (t) =>
 builder.queryField("scans", (t) =>
   t.connection({
     type: ScanRef,
-    description: "The caller's scans, newest first (`first` at most 100).",
+    description: "The caller's scans, newest first (`first` or `last` at most 100).",
     authScopes: { authenticated: true },
     args: {
       status: t.arg({ type: [ScanStatusEnum], required: false }),
@@ -194,6 +182,8 @@ builder.queryField("scans", (t) =>
       listScans(ctx, ctx.viewer!, {
         first: args.first,
         after: args.after,
+        last: args.last,
+        before: args.before,
         status: args.status,
         workspaceId: args.workspaceId ? String(args.workspaceId) : null,
       }),

@@ -13,9 +13,8 @@
  * - `details`: a small JSON object with what else an auditor needs (never secrets).
  */
 import type { PrismaClient } from "../db/client.ts";
-import { badUserInput } from "../errors.ts";
 import type { AuditEntry, Prisma } from "../generated/prisma/client.ts";
-import { decodeCursor, pageSize, toConnection, type Connection } from "./pagination.ts";
+import { prismaPage, readPage, toConnection, type Connection, type Keyset, type PageArgs } from "./pagination.ts";
 
 export interface AuditRecord {
   actor: string;
@@ -46,19 +45,17 @@ export function recordAudit(prisma: PrismaClient | Prisma.TransactionClient, rec
   });
 }
 
-/** The log, newest first, as a Relay connection (keyset on `at`, then `id`). */
-export async function listAuditEntries(
-  prisma: PrismaClient,
-  args: { first?: number | null; after?: string | null },
-): Promise<Connection<AuditEntry>> {
-  const size = pageSize(args.first);
-  const after = decodeCursor(args.after, ["string", "string"]);
-  const where: Prisma.AuditEntryWhereInput = {};
-  if (after) {
-    const at = new Date(after[0]);
-    if (Number.isNaN(at.getTime())) throw badUserInput("`after` is not a cursor this API issued");
-    where.OR = [{ at: { lt: at } }, { at, id: { lt: String(after[1]) } }];
-  }
-  const rows = await prisma.auditEntry.findMany({ where, orderBy: [{ at: "desc" }, { id: "desc" }], take: size + 1 });
-  return toConnection(rows, size, (entry) => [entry.at.toISOString(), entry.id], Boolean(after));
+const newestEntriesFirst: Keyset<AuditEntry> = {
+  fields: ["at", "id"],
+  parts: ["date", "string"],
+  order: "desc",
+  keyOf: (entry) => [entry.at, entry.id],
+};
+
+/** The log, newest first, as a Relay connection. */
+export async function listAuditEntries(prisma: PrismaClient, args: PageArgs): Promise<Connection<AuditEntry>> {
+  const page = readPage(args, newestEntriesFirst);
+  const query = prismaPage<Prisma.AuditEntryWhereInput, Prisma.AuditEntryOrderByWithRelationInput>(page, newestEntriesFirst);
+  const rows = await prisma.auditEntry.findMany({ where: { AND: query.where }, orderBy: query.orderBy, take: query.take });
+  return toConnection(rows, page, newestEntriesFirst);
 }

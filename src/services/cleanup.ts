@@ -30,7 +30,7 @@
  */
 import type { Deps } from "../context.ts";
 import type { SqlConnection } from "../db/driver.ts";
-import { badUserInput, conflict } from "../errors.ts";
+import { conflict } from "../errors.ts";
 import type { CleanupRun, CleanupTrigger, Prisma } from "../generated/prisma/client.ts";
 import { pruneFinishedScanArtifacts } from "../hardening/cleanup/artifacts.ts";
 import type { CleanupJobContext, JobTally } from "../hardening/cleanup/job.ts";
@@ -39,7 +39,7 @@ import { removeAbandonedUploads, removeOrphanFiles } from "../hardening/cleanup/
 import { pruneGoneWorkers } from "../hardening/cleanup/workers.ts";
 import type { Viewer } from "../context.ts";
 import { auditActions, recordAudit } from "./audit.ts";
-import { decodeCursor, pageSize, toConnection, type Connection } from "./pagination.ts";
+import { prismaPage, readPage, toConnection, type Connection, type Keyset, type PageArgs } from "./pagination.ts";
 
 /**
  * pg_advisory_lock(int4, int4) keys: 7320 is cleanup's namespace (quota 7301,
@@ -292,21 +292,19 @@ export function lastFinishedCleanup(prisma: CleanupDeps["prisma"]): Promise<Clea
   return prisma.cleanupRun.findFirst({ where: { status: { not: "RUNNING" } }, orderBy: [{ startedAt: "desc" }, { id: "desc" }] });
 }
 
+const newestRunsFirst: Keyset<CleanupRun> = {
+  fields: ["startedAt", "id"],
+  parts: ["date", "string"],
+  order: "desc",
+  keyOf: (run) => [run.startedAt, run.id],
+};
+
 /** Every run, newest first, as a Relay connection. */
-export async function listCleanupRuns(
-  prisma: CleanupDeps["prisma"],
-  args: { first?: number | null; after?: string | null },
-): Promise<Connection<CleanupRun>> {
-  const size = pageSize(args.first);
-  const after = decodeCursor(args.after, ["string", "string"]);
-  const where: Prisma.CleanupRunWhereInput = {};
-  if (after) {
-    const startedAt = new Date(after[0]);
-    if (Number.isNaN(startedAt.getTime())) throw badUserInput("`after` is not a cursor this API issued");
-    where.OR = [{ startedAt: { lt: startedAt } }, { startedAt, id: { lt: String(after[1]) } }];
-  }
-  const rows = await prisma.cleanupRun.findMany({ where, orderBy: [{ startedAt: "desc" }, { id: "desc" }], take: size + 1 });
-  return toConnection(rows, size, (run) => [run.startedAt.toISOString(), run.id], Boolean(after));
+export async function listCleanupRuns(prisma: CleanupDeps["prisma"], args: PageArgs): Promise<Connection<CleanupRun>> {
+  const page = readPage(args, newestRunsFirst);
+  const query = prismaPage<Prisma.CleanupRunWhereInput, Prisma.CleanupRunOrderByWithRelationInput>(page, newestRunsFirst);
+  const rows = await prisma.cleanupRun.findMany({ where: { AND: query.where }, orderBy: query.orderBy, take: query.take });
+  return toConnection(rows, page, newestRunsFirst);
 }
 
 /**

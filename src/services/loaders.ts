@@ -8,16 +8,25 @@ import DataLoader from "dataloader";
 import type { PrismaClient } from "../db/client.ts";
 import type { Finding, ScanEvent, Severity } from "../generated/prisma/client.ts";
 import { Prisma } from "../generated/prisma/client.ts";
+import { sqlPage, type Keyset, type Page } from "./pagination.ts";
 
 export interface ChildPageKey {
   scanId: string;
-  /** Rows to return per scan: the page size plus one, to tell whether there is a next page. */
-  take: number;
-  /** Sort key of the last row already seen, as the cursor carried it. */
-  after?: (string | number)[];
+  page: Page;
   severities?: Severity[];
   ruleId?: string;
 }
+
+/** A scan's events in the order they happened. */
+export const eventsInOrder: Keyset<ScanEvent> = { fields: ["seq"], parts: ["number"], order: "asc", keyOf: (event) => [event.seq] };
+
+/** A scan's findings, most severe first, then by place in the source. */
+export const findingsBySeverity: Keyset<Finding> = {
+  fields: ["severity", "path", "line", "id"],
+  parts: ["string", "string", "number", "string"],
+  order: "asc",
+  keyOf: (finding) => [finding.severity, finding.path, finding.line, finding.id],
+};
 
 export type FindingCounts = Record<"critical" | "high" | "medium" | "low" | "info", number>;
 
@@ -27,7 +36,7 @@ const emptyCounts = (): FindingCounts => ({ critical: 0, high: 0, medium: 0, low
 function groupByShape(keys: readonly ChildPageKey[]) {
   const groups = new Map<string, { shape: ChildPageKey; scanIds: string[] }>();
   for (const key of keys) {
-    const shapeId = JSON.stringify([key.take, key.after ?? null, key.severities ?? null, key.ruleId ?? null]);
+    const shapeId = JSON.stringify([key.page, key.severities ?? null, key.ruleId ?? null]);
     const group = groups.get(shapeId) ?? { shape: key, scanIds: [] };
     group.scanIds.push(key.scanId);
     groups.set(shapeId, group);
@@ -35,8 +44,7 @@ function groupByShape(keys: readonly ChildPageKey[]) {
   return [...groups.values()];
 }
 
-const childKeyId = (key: ChildPageKey) =>
-  JSON.stringify([key.scanId, key.take, key.after ?? null, key.severities ?? null, key.ruleId ?? null]);
+const childKeyId = (key: ChildPageKey) => JSON.stringify([key.scanId, key.page, key.severities ?? null, key.ruleId ?? null]);
 
 export function createLoaders(prisma: PrismaClient) {
   const byId = <Row extends { id: string }>(load: (ids: string[]) => Promise<Row[]>) =>
@@ -62,15 +70,16 @@ export function createLoaders(prisma: PrismaClient) {
       async (keys) => {
         const pages = new Map<string, ScanEvent[]>();
         for (const { shape, scanIds } of groupByShape(keys)) {
-          const afterSeq = Number(shape.after?.[0] ?? 0);
+          const page = sqlPage(shape.page, eventsInOrder, "e", ([seq]) => [Prisma.sql`${Number(seq)}::int`]);
+          const conditions = [Prisma.sql`e."scanId" = ANY(${scanIds}::text[])`, ...page.conditions];
           const rows = await prisma.$queryRaw<ScanEvent[]>`
             SELECT id, "scanId", seq, kind, code, message, data, "createdAt" FROM (
-              SELECT e.*, row_number() OVER (PARTITION BY e."scanId" ORDER BY e.seq) AS position
+              SELECT e.*, row_number() OVER (PARTITION BY e."scanId" ORDER BY ${page.orderBy}) AS position
               FROM "ScanEvent" e
-              WHERE e."scanId" = ANY(${scanIds}::text[]) AND e.seq > ${afterSeq}
+              WHERE ${Prisma.join(conditions, " AND ")}
             ) ranked
-            WHERE position <= ${shape.take}
-            ORDER BY "scanId", seq`;
+            WHERE position <= ${page.take}
+            ORDER BY "scanId", position`;
           for (const scanId of scanIds) pages.set(childKeyId({ ...shape, scanId }), rows.filter((row) => row.scanId === scanId));
         }
         return keys.map((key) => pages.get(childKeyId(key)) ?? []);
@@ -82,23 +91,23 @@ export function createLoaders(prisma: PrismaClient) {
       async (keys) => {
         const pages = new Map<string, Finding[]>();
         for (const { shape, scanIds } of groupByShape(keys)) {
-          const conditions = [Prisma.sql`f."scanId" = ANY(${scanIds}::text[])`];
+          const page = sqlPage(shape.page, findingsBySeverity, "f", ([severity, path, line, id]) => [
+            Prisma.sql`${String(severity)}::"Severity"`,
+            Prisma.sql`${String(path)}`,
+            Prisma.sql`${Number(line)}::int`,
+            Prisma.sql`${String(id)}`,
+          ]);
+          const conditions = [Prisma.sql`f."scanId" = ANY(${scanIds}::text[])`, ...page.conditions];
           if (shape.severities?.length) conditions.push(Prisma.sql`f.severity::text = ANY(${shape.severities}::text[])`);
           if (shape.ruleId) conditions.push(Prisma.sql`f."ruleId" = ${shape.ruleId}`);
-          if (shape.after) {
-            const [severity, path, line, id] = shape.after;
-            conditions.push(
-              Prisma.sql`(f.severity, f.path, f.line, f.id) > (${String(severity)}::"Severity", ${String(path)}, ${Number(line)}, ${String(id)})`,
-            );
-          }
           const rows = await prisma.$queryRaw<Finding[]>`
             SELECT id, "scanId", "ruleId", severity, path, line, "column", message, snippet, fingerprint, "createdAt" FROM (
-              SELECT f.*, row_number() OVER (PARTITION BY f."scanId" ORDER BY f.severity, f.path, f.line, f.id) AS position
+              SELECT f.*, row_number() OVER (PARTITION BY f."scanId" ORDER BY ${page.orderBy}) AS position
               FROM "Finding" f
               WHERE ${Prisma.join(conditions, " AND ")}
             ) ranked
-            WHERE position <= ${shape.take}
-            ORDER BY "scanId", severity, path, line, id`;
+            WHERE position <= ${page.take}
+            ORDER BY "scanId", position`;
           for (const scanId of scanIds) pages.set(childKeyId({ ...shape, scanId }), rows.filter((row) => row.scanId === scanId));
         }
         return keys.map((key) => pages.get(childKeyId(key)) ?? []);

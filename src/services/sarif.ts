@@ -19,6 +19,10 @@
  * - `automationDetails.id` is `vega-secrets/<scanId>`: "vega-secrets" is the
  *   category (stable, so new uploads replace the previous analysis) and the scan
  *   id identifies the run.
+ * - `invocations[0].executionSuccessful` says whether the scan completed: a
+ *   FAILED scan's report holds the findings sent before it failed, with the
+ *   error as a notification, so that a consumer does not read its missing
+ *   results as fixed alerts. Scans still running have no report (scans.ts).
  * - Locations are relative to `%SRCROOT%` (the archive's root), each path
  *   segment percent-encoded, as artifactLocation.uri is a URI reference; columns
  *   are UTF-16 code units, said explicitly with `columnKind`.
@@ -48,11 +52,15 @@ export interface SarifFindingInput {
   fingerprint: string;
 }
 
+/** How the scan ended: completed, or failed with its error (its findings are then partial). */
+export type SarifExecution = { successful: true } | { successful: false; errorCode: string; errorMessage: string };
+
 export interface BuildSarifInput {
   scanId: string;
   findings: SarifFindingInput[];
   toolVersion: string;
   informationUri?: string;
+  execution?: SarifExecution;
 }
 
 export interface SarifLog {
@@ -63,9 +71,15 @@ export interface SarifLog {
 
 export interface SarifRun {
   tool: { driver: SarifDriver };
+  invocations: SarifInvocation[];
   automationDetails: { id: string };
   columnKind: "utf16CodeUnits";
   results: SarifResult[];
+}
+
+export interface SarifInvocation {
+  executionSuccessful: boolean;
+  toolExecutionNotifications?: Array<{ level: "error"; message: { text: string }; descriptor: { id: string } }>;
 }
 
 export interface SarifDriver {
@@ -123,7 +137,13 @@ export function sarifLevel(severity: string): SarifLevel {
   return LEVEL_BY_SEVERITY[severity as SecretSeverity] ?? "warning";
 }
 
-export function buildSarif({ scanId, findings, toolVersion, informationUri = DEFAULT_INFORMATION_URI }: BuildSarifInput): SarifLog {
+export function buildSarif({
+  scanId,
+  findings,
+  toolVersion,
+  informationUri = DEFAULT_INFORMATION_URI,
+  execution = { successful: true },
+}: BuildSarifInput): SarifLog {
   const rules = SECRET_RULES.map(describeRule);
   const ruleIndex = new Map(rules.map((rule, index) => [rule.id, index]));
   for (const finding of findings) {
@@ -138,11 +158,20 @@ export function buildSarif({ scanId, findings, toolVersion, informationUri = DEF
     runs: [
       {
         tool: { driver: { name: SARIF_TOOL_NAME, informationUri, version: toolVersion, rules } },
+        invocations: [describeInvocation(execution)],
         automationDetails: { id: `${SARIF_CATEGORY}/${scanId}` },
         columnKind: "utf16CodeUnits",
         results: findings.map((finding) => toResult(finding, ruleIndex.get(finding.ruleId)!)),
       },
     ],
+  };
+}
+
+function describeInvocation(execution: SarifExecution): SarifInvocation {
+  if (execution.successful) return { executionSuccessful: true };
+  return {
+    executionSuccessful: false,
+    toolExecutionNotifications: [{ level: "error", message: { text: execution.errorMessage }, descriptor: { id: execution.errorCode } }],
   };
 }
 

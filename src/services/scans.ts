@@ -7,11 +7,12 @@ import { filter as filterEvents, pipe } from "graphql-yoga";
 import type { Context, Viewer } from "../context.ts";
 import type { ScanProgressPayload, ScanStateChangePayload } from "../pubsub.ts";
 import { conflict, forbidden, notFound } from "../errors.ts";
-import type { Prisma, Scan, ScanStatus } from "../generated/prisma/client.ts";
+import type { Prisma, Scan, ScanStatus, Severity } from "../generated/prisma/client.ts";
 import { auditActions, recordAudit } from "./audit.ts";
-import { decodeCursor, pageSize, toConnection } from "./pagination.ts";
+import { eventsInOrder, findingsBySeverity } from "./loaders.ts";
+import { prismaPage, readPage, toConnection, type Keyset, type PageArgs } from "./pagination.ts";
 import { vegaVersion } from "../version.ts";
-import { buildSarif } from "./sarif.ts";
+import { buildSarif, type SarifExecution } from "./sarif.ts";
 import { activeStatuses, transitionScan } from "./scan-state.ts";
 import { resolveMemberWorkspace } from "./users.ts";
 
@@ -33,16 +34,21 @@ export async function getVisibleScan(ctx: ReadContext, scanId: string): Promise<
   return scan;
 }
 
-export interface ScanListArgs {
-  first?: number | null;
-  after?: string | null;
+export interface ScanListArgs extends PageArgs {
   status?: ScanStatus[] | null;
   workspaceId?: string | null;
 }
 
+const newestScansFirst: Keyset<Scan> = {
+  fields: ["createdAt", "id"],
+  parts: ["date", "string"],
+  order: "desc",
+  keyOf: (scan) => [scan.createdAt, scan.id],
+};
+
 /** The viewer's scans, newest first: one workspace's if named, else every workspace they belong to. */
 export async function listScans(ctx: ReadContext, viewer: Viewer, args: ScanListArgs) {
-  const size = pageSize(args.first);
+  const page = readPage(args, newestScansFirst);
   const where: Prisma.ScanWhereInput = {};
   if (args.workspaceId) {
     if (!viewer.isOperator) await resolveMemberWorkspace(ctx.deps.prisma, viewer.user!, args.workspaceId);
@@ -51,18 +57,32 @@ export async function listScans(ctx: ReadContext, viewer: Viewer, args: ScanList
     where.workspaceId = { in: [...(await ctx.loaders.memberWorkspaceIds.load(viewer.user!.id))] };
   }
   if (args.status?.length) where.status = { in: args.status };
-  const after = decodeCursor(args.after, ["string", "string"]);
-  if (after) {
-    const createdAt = new Date(after[0]);
-    where.OR = [{ createdAt: { lt: createdAt } }, { createdAt, id: { lt: String(after[1]) } }];
-  }
-  const rows = await ctx.deps.prisma.scan.findMany({
-    where,
-    orderBy: [{ createdAt: "desc" }, { id: "desc" }],
-    take: size + 1,
-  });
+  const query = prismaPage<Prisma.ScanWhereInput, Prisma.ScanOrderByWithRelationInput>(page, newestScansFirst);
+  const rows = await ctx.deps.prisma.scan.findMany({ where: { ...where, AND: query.where }, orderBy: query.orderBy, take: query.take });
   for (const row of rows) ctx.loaders.scan.prime(row.id, row);
-  return toConnection(rows, size, (scan) => [scan.createdAt.toISOString(), scan.id], Boolean(after));
+  return toConnection(rows, page, newestScansFirst);
+}
+
+/** A page of a scan's events, in the order they happened (loaded for every scan of a page at once). */
+export async function listScanEvents(ctx: ReadContext, scanId: string, args: PageArgs) {
+  const page = readPage(args, eventsInOrder);
+  return toConnection(await ctx.loaders.events.load({ scanId, page }), page, eventsInOrder);
+}
+
+/** A page of a scan's findings, most severe first, optionally of some severities or one rule. */
+export async function listScanFindings(
+  ctx: ReadContext,
+  scanId: string,
+  args: PageArgs & { severity?: Severity[] | null; ruleId?: string | null },
+) {
+  const page = readPage(args, findingsBySeverity);
+  const rows = await ctx.loaders.findings.load({
+    scanId,
+    page,
+    severities: args.severity ?? undefined,
+    ruleId: args.ruleId ?? undefined,
+  });
+  return toConnection(rows, page, findingsBySeverity);
 }
 
 /**
@@ -155,13 +175,28 @@ export async function resolveScanStateChange(ctx: ReadContext, change: ScanState
 /** GitHub code scanning takes at most 25,000 results per run; a scan with more is cut there. */
 export const SARIF_MAX_RESULTS = 25_000;
 
-/** A scan's findings as a SARIF 2.1.0 log, for GitHub code scanning and other SARIF consumers. */
+/**
+ * A scan's findings as a SARIF 2.1.0 log, for GitHub code scanning and other
+ * SARIF consumers. Only a scan that ran to its end has one: code scanning
+ * closes every alert a new upload does not repeat, so an empty report of a
+ * queued, running or cancelled scan would close them all. A failed scan's
+ * report holds what was found before it failed and says it failed.
+ */
 export async function exportSarif(ctx: ReadContext, scanId: string) {
   const scan = await getVisibleScan(ctx, scanId);
+  if (scan.status !== "SUCCEEDED" && scan.status !== "FAILED") {
+    throw conflict(`Scan ${scanId} is ${scan.status}: its SARIF report exists once the scan has succeeded (or failed)`, {
+      status: scan.status,
+    });
+  }
   const findings = await ctx.deps.prisma.finding.findMany({
     where: { scanId: scan.id },
     orderBy: [{ severity: "asc" }, { path: "asc" }, { line: "asc" }, { id: "asc" }],
     take: SARIF_MAX_RESULTS,
   });
-  return buildSarif({ scanId: scan.id, findings, toolVersion: vegaVersion });
+  const execution: SarifExecution =
+    scan.status === "SUCCEEDED"
+      ? { successful: true }
+      : { successful: false, errorCode: scan.errorCode ?? "FAILED", errorMessage: scan.errorMessage ?? "The scan failed" };
+  return buildSarif({ scanId: scan.id, findings, toolVersion: vegaVersion, execution });
 }

@@ -1,4 +1,5 @@
 /** Drives the worker and runner side of the API by hand, for tests of scan execution. */
+import { runVega } from "./cli.ts";
 import type { TestServer } from "./server.ts";
 
 export async function registerTestWorker(server: TestServer, name = "test-worker") {
@@ -34,3 +35,16 @@ export const finding = (index: number) => ({
   snippet: "const key = \"abcd****\"",
   fingerprint: `fingerprint-${index}`,
 });
+
+/**
+ * Claims a queued scan as a fresh worker would, reports it started, and runs
+ * the real `vega runner` on it (with `env` on top); answers the runner's exit.
+ */
+export async function runScanWithRunner(server: TestServer, scanId: string, env: Record<string, string> = {}) {
+  const worker = await registerTestWorker(server, `runner-for-${scanId.slice(0, 8)}`);
+  const claims = (await server.gql(CLAIM, { workerId: worker.id, max: 100 }, worker.token)).body.data.claimScans;
+  const claim = claims.find((candidate: { scan: { id: string } }) => candidate.scan.id === scanId);
+  if (!claim) throw new Error(`scan ${scanId} was not claimable`);
+  await server.gql(REPORT_STARTED, { scanId, taskId: "local:1" }, worker.token);
+  return runVega(["runner"], { VEGA_API_URL: server.graphqlUrl, VEGA_SCAN_ID: scanId, VEGA_RUNNER_TOKEN: claim.runnerToken, ...env });
+}

@@ -3,10 +3,12 @@
  * and speaks HTTP to it like a client would.
  */
 import { mkdtemp, rm } from "node:fs/promises";
+import pino from "pino";
 import os from "node:os";
 import path from "node:path";
 import { signToken, type TokenRequest } from "../../src/auth.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
+import type { Logger } from "../../src/logger.ts";
 import { createApp, type App } from "../../src/server.ts";
 import { openTestDatabase, type TestDatabase } from "./database.ts";
 
@@ -33,7 +35,7 @@ export interface TestServer {
 
 export async function startTestServer(
   env: Record<string, string> = {},
-  options: { onQuery?: (sql: string) => void } = {},
+  options: { onQuery?: (sql: string) => void; log?: Logger } = {},
 ): Promise<TestServer> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-test-"));
   const db = await openTestDatabase({ onQuery: options.onQuery });
@@ -45,7 +47,7 @@ export async function startTestServer(
     ...(db.url ? { VEGA_DATABASE_URL: db.url } : {}),
     ...env,
   });
-  const app = await createApp(config, { database: db.database });
+  const app = await createApp(config, { database: db.database, log: options.log });
   const url = await app.listen(0, "127.0.0.1");
   const key = new TextEncoder().encode(TEST_JWT_SECRET);
   const server: TestServer = {
@@ -76,3 +78,10 @@ export async function startTestServer(
 
 /** The codes of a response's errors, for assertions. */
 export const errorCodes = (response: GraphQLResponse) => (response.body.errors ?? []).map((error) => error.extensions?.code);
+
+/** A logger that keeps every line it writes, for tests of what the server logs. */
+export function capturingLogger(level = "info"): { log: Logger; lines: Record<string, any>[] } {
+  const lines: Record<string, any>[] = [];
+  const log = pino({ level }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  return { log, lines };
+}

@@ -1,10 +1,18 @@
 import { constants } from "node:fs";
 import { lstat, mkdir, open, readdir, realpath, rm } from "node:fs/promises";
 import path from "node:path";
+import { crc32 } from "node:zlib";
 import { GraphQLError } from "graphql";
 import yauzl from "yauzl";
 import { archiveInvalid, archiveTooLarge, archiveTooManyEntries } from "../../src/errors.ts";
-import { checkEntry, entryPath, isDirectoryEntry, type ArchiveLimits } from "../../src/hardening/archive-rules.ts";
+import {
+  checkContainsFiles,
+  checkEntry,
+  entryPath,
+  isDirectoryEntry,
+  PATH_MAX_BYTES,
+  type ArchiveLimits,
+} from "../../src/hardening/archive-rules.ts";
 
 export type Extraction = { entryCount: number; bytesWritten: number };
 /** Called as extraction goes (after each chunk and entry), for the runner's progress reports. */
@@ -30,15 +38,17 @@ const DEFLATED = 8;
  * which also lets each one's real extent, read from its local header, be
  * checked against the next (the overlapping-entry zip bomb). The bytes written
  * are counted as they stream, and extraction stops as soon as the count passes
- * maxUncompressedBytes, whatever the headers declared.
+ * maxUncompressedBytes, whatever the headers declared; each entry's CRC-32 is
+ * computed as it streams and must match the one its record declares.
  *
  * On failure everything written is removed and the archive is closed before
- * the error (from src/errors.ts when the archive is at fault) is thrown.
+ * the error (from src/errors.ts when the archive is at fault) is thrown. No
+ * message names a path of this machine: the scan's error is shown to its user.
  */
 export async function extractArchive(filePath: string, destDir: string, limits: ArchiveLimits, onProgress?: ExtractionProgress): Promise<Extraction> {
   await mkdir(destDir, { recursive: true });
   const root = await realpath(destDir);
-  if ((await readdir(root)).length > 0) throw new Error(`Extraction directory ${root} is not empty`);
+  if ((await readdir(root)).length > 0) throw new Error("The extraction directory is not empty");
 
   let zipfile: yauzl.ZipFile;
   try {
@@ -66,6 +76,7 @@ async function listEntries(zipfile: yauzl.ZipFile, limits: ArchiveLimits): Promi
   const entries: ListedEntry[] = [];
   const paths = new Set<string>();
   let declaredBytes = 0;
+  let fileCount = 0;
   try {
     for await (const entry of zipfile.eachEntry()) {
       const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, true);
@@ -78,11 +89,14 @@ async function listEntries(zipfile: yauzl.ZipFile, limits: ArchiveLimits): Promi
       const reason = checkEntry(name, entry, limits) ?? (paths.has(relativePath) ? "duplicate entry name" : undefined);
       if (reason !== undefined) throw archiveInvalid(reason, name);
       paths.add(relativePath);
+      if (!isDirectoryEntry(name)) fileCount += 1;
       entries.push({ name, relativePath, entry });
     }
   } catch (error) {
     throw archiveFault(error, "corrupt central directory");
   }
+  const empty = checkContainsFiles(fileCount);
+  if (empty !== undefined) throw archiveInvalid(empty);
   return entries;
 }
 
@@ -114,15 +128,20 @@ async function writeEntries(
       }
       await makeDirectories(root, path.dirname(target), directories, name);
       const file = await open(target, NEW_FILE_FLAGS, FILE_MODE);
+      let checksum = 0;
       try {
         // Leaving the loop early (a refusal, a failed write) destroys the entry's stream.
         for await (const chunk of await openEntryData(zipfile, entry, fileDataStart)) {
           budget.spend(chunk.length);
+          checksum = crc32(chunk, checksum);
           await file.write(chunk);
           onProgress?.({ entriesWritten, bytesWritten: budget.bytesWritten });
         }
       } finally {
         await file.close();
+      }
+      if (checksum !== entry.crc32) {
+        throw archiveInvalid(`CRC-32 mismatch: the entry declares ${hex32(entry.crc32)}, its data has ${hex32(checksum)}`, name);
       }
     } catch (error) {
       throw archiveFault(error, "unreadable entry data", name);
@@ -152,13 +171,20 @@ class ByteBudget {
   }
 }
 
-/** The entry's path under root; checkEntryName already refused `..`, this makes sure of it. */
+const hex32 = (value: number) => `0x${value.toString(16).padStart(8, "0")}`;
+
+/**
+ * The entry's path under root; checkEntryName already refused `..`, this makes
+ * sure of it, and that the whole path fits PATH_MAX (the name rule leaves room
+ * for the extraction directory, this holds whatever the directory is).
+ */
 function pathInside(root: string, relativePath: string, name: string): string {
   const target = path.join(root, ...relativePath.split("/"));
   const relative = path.relative(root, target);
   if (relative === "" || relative === ".." || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) {
     throw archiveInvalid("entry path escapes the extraction directory", name);
   }
+  if (Buffer.byteLength(target) >= PATH_MAX_BYTES) throw archiveInvalid("entry path is too long to extract", name);
   return target;
 }
 
@@ -207,8 +233,10 @@ function openEntryData(
 /**
  * Which errors are the archive's fault: ours (already client errors), yauzl's
  * and zlib's (plain errors: bad signatures, sizes that do not match, corrupt
- * deflate data) and path conflicts between entries. Other system errors (a
- * full disk, an unreadable upload) are the runner's, and stay as they are.
+ * deflate data), path conflicts between entries and names the file system
+ * cannot hold. Other system errors (a full disk, an unreadable upload) are the
+ * runner's: they keep their code, and lose the path their message names (the
+ * original stays as the cause, for the runner's log).
  */
 function archiveFault(error: unknown, what: string, name?: string): Error {
   if (error instanceof GraphQLError) return error;
@@ -217,7 +245,11 @@ function archiveFault(error: unknown, what: string, name?: string): Error {
     if (name !== undefined && PATH_CONFLICT_CODES.has(systemError.code ?? "")) {
       return archiveInvalid("entry path conflicts with another entry", name);
     }
-    return systemError;
+    if (systemError.code === "ENAMETOOLONG") return archiveInvalid("entry path is too long to extract", name);
+    const where = name === undefined ? "the archive" : `entry "${name}"`;
+    return Object.assign(new Error(`${systemError.code ?? "system error"}: ${systemError.syscall} failed on ${where}`, { cause: error }), {
+      code: systemError.code,
+    });
   }
   return archiveInvalid(`${what}: ${error instanceof Error ? error.message : String(error)}`, name);
 }
