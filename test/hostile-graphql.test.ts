@@ -30,18 +30,18 @@ let alice: string;
 let broken: { app: App; database: Database; url: string; lines: Record<string, any>[] };
 
 beforeAll(async () => {
-  // A PostgreSQL URL nobody listens on: the server starts, and every query fails.
+  // A server whose database goes away once it runs: every query fails unexpectedly.
   const brokenConfig = loadConfig({
-    VEGA_DATABASE_URL: "postgresql://nobody@127.0.0.1:1/none",
     VEGA_JWT_SECRET: TEST_JWT_SECRET,
     VEGA_DATA_DIR: os.tmpdir(),
     VEGA_ARTIFACT_DIR: path.join(os.tmpdir(), `vega-broken-${randomUUID()}`),
     VEGA_CLEANUP_INTERVAL_SECONDS: "0",
   });
   const captured = capturingLogger();
-  const database = await openDatabase(brokenConfig);
+  const database = await openDatabase(brokenConfig, { inMemory: true });
   const app = await createApp(brokenConfig, { database, log: captured.log });
   broken = { app, database, url: await app.listen(0, "127.0.0.1"), lines: captured.lines };
+  await database.sql.close();
 
   server = await startTestServer(
     {
@@ -60,7 +60,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close();
   await broken?.app.close();
-  await broken?.database.close();
+  // Its raw connection is closed already (that is what broke it); Prisma's client is what is left.
+  await broken?.database.prisma.$disconnect();
   await rm(broken.app.deps.config.artifactStoreDir, { recursive: true, force: true });
 });
 
