@@ -22,7 +22,7 @@ const config: CodegenConfig = {
   generates: {
     "worker/generated/": { documents: ["worker/**/*.graphql"], ...clientPreset },
     "test/generated/": { documents: ["test/**/*.graphql"], ...clientPreset },
-    "src/generated/cli/": { documents: ["src/cli/**/*.graphql"], ...clientPreset },
+    "cli/generated/": { documents: ["cli/**/*.graphql"], ...clientPreset },
   },
 };
 

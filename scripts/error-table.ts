@@ -1,5 +1,5 @@
-// Prints the README's error table from src/errors.ts (`npx tsx scripts/error-table.ts`).
-import { clientVisibleErrorCodes } from "../src/errors.ts";
+// Prints the README's error table from shared/errors.ts (`npx tsx scripts/error-table.ts`).
+import { clientVisibleErrorCodes } from "../shared/errors.ts";
 
 console.log("| Code | HTTP | Meaning |\n|---|---|---|");
 for (const { code, statuses, meaning } of clientVisibleErrorCodes()) {

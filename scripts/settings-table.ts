@@ -1,5 +1,5 @@
-// Prints the README's settings table from src/config.ts (`npx tsx scripts/settings-table.ts`).
-import { settings } from "../src/config.ts";
+// Prints the README's settings table from shared/config.ts (`npx tsx scripts/settings-table.ts`).
+import { settings } from "../shared/config.ts";
 
 console.log("| Variable | Default | What it sets |\n|---|---|---|");
 for (const spec of Object.values(settings)) {

@@ -3,7 +3,7 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "n
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ArchiveLimits } from "../src/hardening/archive-rules.ts";
+import type { ArchiveLimits } from "../shared/archive-rules.ts";
 import { extractArchive } from "../worker/runner/extract.ts";
 import {
   buildCorruptCentralDirectoryZip,

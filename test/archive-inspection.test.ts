@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inspectArchive } from "../src/hardening/archive-inspection.ts";
-import { checkEntryName, type ArchiveLimits } from "../src/hardening/archive-rules.ts";
+import { inspectArchive } from "../api/hardening/archive-inspection.ts";
+import { checkEntryName, type ArchiveLimits } from "../shared/archive-rules.ts";
 import {
   buildCorruptCentralDirectoryZip,
   buildDeclaredEntryCountZip,

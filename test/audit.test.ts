@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { recordAudit } from "../src/services/audit.ts";
+import { recordAudit } from "../api/services/audit.ts";
 import { insertScan } from "./support/fixtures.ts";
 import { errorCodes, startTestServer, type TestServer } from "./support/server.ts";
 

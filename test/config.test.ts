@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, settings } from "../src/config.ts";
+import { ConfigError, loadConfig, settings } from "../shared/config.ts";
 import { runVega } from "./support/cli.ts";
 
 describe("settings", () => {

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { acquireDataDirLock, DataDirHeldError, LOCK_FILE, liveOwnerOf, type DataDirOwner } from "../src/db/data-dir-lock.ts";
+import { acquireDataDirLock, DataDirHeldError, LOCK_FILE, liveOwnerOf, type DataDirOwner } from "../api/db/data-dir-lock.ts";
 import { processExists, waitFor } from "./support/worker-process.ts";
 
 const dirs: string[] = [];
@@ -99,7 +99,7 @@ describe("taking the data directory", () => {
     await writeLockOf(dir, { pid: await deadPid() });
 
     const script = `
-      import { acquireDataDirLock } from ${JSON.stringify(path.resolve("src/db/data-dir-lock.ts"))};
+      import { acquireDataDirLock } from ${JSON.stringify(path.resolve("api/db/data-dir-lock.ts"))};
       try {
         await acquireDataDirLock(process.argv[1], { command: "racer" });
         console.log("won");

@@ -9,14 +9,14 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { acquireDataDirLock, LOCK_FILE, type DataDirOwner } from "../src/db/data-dir-lock.ts";
+import { acquireDataDirLock, LOCK_FILE, type DataDirOwner } from "../api/db/data-dir-lock.ts";
 import { runVega, summaryOf } from "./support/cli.ts";
 import { insertScan } from "./support/fixtures.ts";
 import { dataDirKey, operatorToken, startVegaServer, type VegaServerProcess } from "./support/processes.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
 import { submitScan } from "./support/uploads.ts";
 import { awsKeysFile, waitFor, within } from "./support/worker-process.ts";
-import { signToken } from "../src/auth.ts";
+import { signToken } from "../api/auth.ts";
 import { buildZip } from "./support/zips.ts";
 
 vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });

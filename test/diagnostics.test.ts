@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { ScanStatus } from "../src/generated/prisma/client.ts";
-import { diagnose, TASK_ALIVE_EVENT_CODE } from "../src/services/diagnostics.ts";
-import { SeenUsers } from "../src/services/users.ts";
+import type { ScanStatus } from "../api/generated/prisma/client.ts";
+import { diagnose, TASK_ALIVE_EVENT_CODE } from "../api/services/diagnostics.ts";
+import { SeenUsers } from "../api/services/users.ts";
 import { ensureUserRow } from "./support/fixtures.ts";
 import { errorCodes, startTestServer, type TestServer } from "./support/server.ts";
 

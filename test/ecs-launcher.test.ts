@@ -2,7 +2,7 @@ import { ECSClient, ListTasksCommand, RunTaskCommand, type ListTasksCommandInput
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createEcsLauncher, parseCapacityProviders, runTaskClientToken, type EcsLauncherOptions, type LauncherLogger } from "../worker/launchers/ecs.ts";
-import { LaunchFailedError, type LaunchRequest } from "../worker/launchers/types.ts";
+import { LaunchFailedError, type LaunchRequest } from "../shared/launcher.ts";
 import { startEcsEndpoint, type EcsEndpoint } from "./support/ecs-endpoint.ts";
 
 const TASK_ARN = /^arn:aws:ecs:us-east-1:123456789012:task\/vega\/[0-9a-f]{32}$/;

@@ -4,6 +4,7 @@
  * The README's error table lists exactly the codes the server emits: every one
  * of them is provoked here through a real server and its status checked.
  */
+import { createLauncher } from "../worker/launchers/index.ts";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { readFile, rm } from "node:fs/promises";
@@ -11,11 +12,11 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../src/config.ts";
-import { openDatabase, type Database } from "../src/db/client.ts";
-import { clientVisibleErrorCodes } from "../src/errors.ts";
-import { createApp, type App } from "../src/server.ts";
-import { personalWorkspaceId } from "../src/services/users.ts";
+import { loadConfig } from "../shared/config.ts";
+import { openDatabase, type Database } from "../api/db/client.ts";
+import { clientVisibleErrorCodes } from "../shared/errors.ts";
+import { createApp, type App } from "../api/server.ts";
+import { personalWorkspaceId } from "../api/services/users.ts";
 import { insertScan } from "./support/fixtures.ts";
 import { capturingLogger, startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
 import { expectServerUntouched } from "./support/untouched.ts";
@@ -39,7 +40,7 @@ beforeAll(async () => {
   });
   const captured = capturingLogger();
   const database = await openDatabase(brokenConfig, { inMemory: true });
-  const app = await createApp(brokenConfig, { database, log: captured.log });
+  const app = await createApp(brokenConfig, { database, log: captured.log, openLauncher: (log) => createLauncher(brokenConfig, log) });
   broken = { app, database, url: await app.listen(0, "127.0.0.1"), lines: captured.lines };
   await database.sql.close();
 
@@ -186,7 +187,7 @@ async function stalledBody() {
 }
 
 describe("the README's error table", () => {
-  it("lists exactly the codes of src/errors.ts and graphql-yoga's, with their statuses and meanings", async () => {
+  it("lists exactly the codes of shared/errors.ts and graphql-yoga's, with their statuses and meanings", async () => {
     expect(await readmeErrorTable()).toEqual(clientVisibleErrorCodes().map(({ code, statuses, meaning }) => ({ code, statuses: [...statuses], meaning })));
   });
 

@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { decodeJwt, exportJWK, generateKeyPair, SignJWT, type JWTPayload } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../src/config.ts";
+import { loadConfig } from "../shared/config.ts";
 import { runVega } from "./support/cli.ts";
 import { CLAIM, registerTestWorker } from "./support/execution.ts";
 import { insertScan } from "./support/fixtures.ts";

@@ -1,7 +1,8 @@
+import { createLauncher } from "../worker/launchers/index.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../src/config.ts";
-import { openDatabase } from "../src/db/client.ts";
-import { createApp } from "../src/server.ts";
+import { loadConfig } from "../shared/config.ts";
+import { openDatabase } from "../api/db/client.ts";
+import { createApp } from "../api/server.ts";
 import { errorCodes, startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
 
 let server: TestServer;
@@ -97,7 +98,7 @@ describe("health probes", () => {
   it("answers /readyz with 503 when the database is unreachable, while /healthz stays 200", async () => {
     const config = loadConfig({ VEGA_JWT_SECRET: TEST_JWT_SECRET, VEGA_DATA_DIR: server.dataDir, VEGA_LOG_LEVEL: "silent", VEGA_CLEANUP_INTERVAL_SECONDS: "0" });
     const database = await openDatabase(config, { inMemory: true });
-    const app = await createApp(config, { database });
+    const app = await createApp(config, { database, openLauncher: (log) => createLauncher(config, log) });
     try {
       const url = await app.listen(0, "127.0.0.1");
       // The database goes away under a running server.

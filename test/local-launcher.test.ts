@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { LauncherLogger } from "../worker/launchers/ecs.ts";
 import { createLocalLauncher, type LocalLauncher, type LocalLauncherOptions } from "../worker/launchers/local.ts";
-import { LaunchFailedError, type LaunchRequest } from "../worker/launchers/types.ts";
+import { LaunchFailedError, type LaunchRequest } from "../shared/launcher.ts";
 
 /**
  * A stand-in runner whose behaviour follows its scan id: `exit-<n>` exits with n,

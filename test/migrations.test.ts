@@ -2,7 +2,7 @@ import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { defaultMigrationsDir, listMigrations, migrate, MigrationError } from "../src/db/migrate.ts";
+import { defaultMigrationsDir, listMigrations, migrate, MigrationError } from "../api/db/migrate.ts";
 import { runVega } from "./support/cli.ts";
 import { createPostgresDatabase, openTestDatabase, postgresTestUrl, type TestDatabase } from "./support/database.ts";
 

@@ -16,7 +16,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { signToken } from "../src/auth.ts";
+import { signToken } from "../api/auth.ts";
 import { startVega, stopProcess, vegaBin } from "./support/cli.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
 import { submitScan } from "./support/uploads.ts";

@@ -1,5 +1,5 @@
 /**
- * The recovery rules (src/hardening/recovery-rules.ts), called directly: what
+ * The recovery rules (shared/recovery-rules.ts), called directly: what
  * happens to a running scan for each combination of its task's state, its
  * runner's last heartbeat and its age, to an orphaned claim, and who may apply
  * a decision.
@@ -13,8 +13,8 @@ import {
   runningScanOverdue,
   type RecoveryPolicy,
   type RunningScan,
-} from "../src/hardening/recovery-rules.ts";
-import type { TaskStatus } from "../worker/launchers/types.ts";
+} from "../shared/recovery-rules.ts";
+import type { TaskStatus } from "../shared/launcher.ts";
 
 const NOW = new Date("2026-12-01T12:00:00Z");
 const policy: RecoveryPolicy = { now: NOW, staleAfterSeconds: 21_600, heartbeatTtlSeconds: 120, timeoutSeconds: 3_600, maxAttempts: 3 };

@@ -11,7 +11,7 @@ import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createEcsLauncher } from "../worker/launchers/ecs.ts";
 import { createLocalLauncher } from "../worker/launchers/local.ts";
-import type { Launcher } from "../worker/launchers/types.ts";
+import type { Launcher } from "../shared/launcher.ts";
 import { createApiClient } from "../worker/api-client.ts";
 import { createRecoveryStep } from "../worker/recovery.ts";
 import { ScanExecutionLoop } from "../worker/scan-loop.ts";

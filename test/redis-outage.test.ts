@@ -14,7 +14,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { signToken } from "../src/auth.ts";
+import { signToken } from "../api/auth.ts";
 import { dataDirKey, freePort, operatorToken, startRedisServer, startVegaServer, type RedisProcess, type VegaServerProcess } from "./support/processes.ts";
 import { waitFor } from "./support/worker-process.ts";
 import { connectWs, SubscriptionError, type EventStream, type WsConnection } from "./support/ws.ts";

@@ -14,7 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { signToken } from "../src/auth.ts";
+import { signToken } from "../api/auth.ts";
 import { startVega, stopProcess } from "./support/cli.ts";
 import { connectWs, SubscriptionError, type WsConnection } from "./support/ws.ts";
 

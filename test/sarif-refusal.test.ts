@@ -5,7 +5,7 @@
  */
 import type { ValidateFunction } from "ajv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ScanStatus } from "../src/generated/prisma/client.ts";
+import type { ScanStatus } from "../api/generated/prisma/client.ts";
 import { insertScan } from "./support/fixtures.ts";
 import { sarifValidator } from "./support/sarif-schema.ts";
 import { errorCodes, startTestServer, type TestServer } from "./support/server.ts";

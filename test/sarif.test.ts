@@ -23,8 +23,8 @@ import {
   SARIF_FINGERPRINT_KEY,
   type SarifFindingInput,
   type SarifLog,
-} from "../src/services/sarif.ts";
-import { SECRET_RULES } from "../worker/runner/analyzers/secret-rules.ts";
+} from "../api/services/sarif.ts";
+import { SECRET_RULES } from "../shared/secret-rules.ts";
 import { scanTree, type SecretFinding } from "../worker/runner/analyzers/secrets.ts";
 import { plantedSecrets, plantedSecretsTree } from "./support/planted-secrets.ts";
 

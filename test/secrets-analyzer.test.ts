@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SECRET_RULES } from "../worker/runner/analyzers/secret-rules.ts";
+import { SECRET_RULES } from "../shared/secret-rules.ts";
 import {
   DEFAULT_MAX_FILE_BYTES,
   redactSecret,

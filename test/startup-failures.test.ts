@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { signToken } from "../src/auth.ts";
+import { signToken } from "../api/auth.ts";
 import { runVega, startVega, stopProcess } from "./support/cli.ts";
 import { freePort, startVegaServer } from "./support/processes.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";

@@ -9,7 +9,7 @@
  * active scans at each heartbeat, and stopped first when the worker stops.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "../src/logger.ts";
+import type { Logger } from "../shared/logger.ts";
 import { DeregisterWorkerDocument, RegisterWorkerDocument, WorkerHeartbeatDocument } from "./generated/graphql.ts";
 import { createApiClient, type ApiClient } from "./api-client.ts";
 import { nextHeartbeatDelayMs, registrationLost, registrationRefusal, RegistrationRefusedError, retryDelayMs } from "./heartbeat.ts";

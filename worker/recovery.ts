@@ -3,17 +3,17 @@
  * scans to look at (the running scans it holds; and, while it holds the
  * recovery lease, other workers' scans that need it and orphaned claims), asks
  * its launcher whether their tasks live (DescribeTasks in batches of 100 for
- * ECS), decides with the shared rules (src/hardening/recovery-rules.ts), stops
+ * ECS), decides with the shared rules (shared/recovery-rules.ts), stops
  * the tasks of hung and timed-out scans, and sends the decisions back. The API
  * checks that this worker may apply each one, then applies it as a
  * compare-and-set, so workers recovering at once never double a transition.
  */
-import type { Logger } from "../src/logger.ts";
-import { launcherCanDescribe, planRecovery, type RecoveryDecision } from "../src/hardening/recovery-rules.ts";
-import { stopTasksBeforeFailing } from "../src/hardening/recovery-stops.ts";
+import type { Logger } from "../shared/logger.ts";
+import { launcherCanDescribe, planRecovery, type RecoveryDecision } from "../shared/recovery-rules.ts";
+import { stopTasksBeforeFailing } from "../shared/recovery-stops.ts";
 import type { ApiClient } from "./api-client.ts";
 import { RecoverScansDocument, RecoveryCandidatesDocument, type RecoveryDecisionInput } from "./generated/graphql.ts";
-import type { Launcher } from "./launchers/types.ts";
+import type { Launcher } from "../shared/launcher.ts";
 import type { BeforeClaim } from "./scan-loop.ts";
 
 const DECISIONS_PER_CALL = 1000;

@@ -4,7 +4,7 @@
  * (stopping the tasks of cancelled ones), runs stale-scan recovery, then claims
  * queued scans up to its free capacity and launches a runner for each.
  */
-import type { Logger } from "../src/logger.ts";
+import type { Logger } from "../shared/logger.ts";
 import { ApiRequestError, type ApiClient } from "./api-client.ts";
 import {
   AssignedScansDocument,
@@ -12,7 +12,7 @@ import {
   ReportLaunchFailedDocument,
   ReportScanStartedDocument,
 } from "./generated/graphql.ts";
-import { LaunchFailedError, type Launcher } from "./launchers/types.ts";
+import { LaunchFailedError, type Launcher } from "../shared/launcher.ts";
 import type { ScanLoop } from "./main.ts";
 
 export interface ScanLoopSettings {

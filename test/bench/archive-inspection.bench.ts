@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import yauzl from "yauzl";
-import { inspectArchive } from "../../src/hardening/archive-inspection.ts";
+import { inspectArchive } from "../../api/hardening/archive-inspection.ts";
 import { buildZip, manySourceFiles } from "../support/zips.ts";
 
 const ENTRY_COUNT = 50_000;

@@ -14,8 +14,8 @@ import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { loadConfig } from "../../src/config.ts";
-import { openDatabase } from "../../src/db/client.ts";
+import { loadConfig } from "../../shared/config.ts";
+import { openDatabase } from "../../api/db/client.ts";
 import { childEnv, vegaBin } from "../support/cli.ts";
 import { createPostgresDatabase, postgresTestUrl } from "../support/database.ts";
 

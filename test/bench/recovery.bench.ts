@@ -2,7 +2,7 @@
  * Stale-scan recovery of 10,000 ECS-launched scans, all started two hours ago
  * (threshold: one hour): 5,000 whose task has STOPPED, 1,000 whose task ECS
  * has forgotten (MISSING) and 4,000 whose task still runs. The sweep is the
- * real path (recoverStaleScansNow: the launcher the config names, the real
+ * real path (recoverStaleScans: the launcher the config names, the real
  * SDK pointed at the ECS test endpoint by AWS_ENDPOINT_URL_ECS), measured side
  * by side with its parts on the same rows: DescribeTasks alone, and the
  * database updates alone (applyRecoveryDecisions with the decisions computed
@@ -12,12 +12,12 @@
  * PostgreSQL database next to it.
  */
 import { ECSClient, RunTaskCommand } from "@aws-sdk/client-ecs";
-import { loadConfig } from "../../src/config.ts";
-import { createLogger } from "../../src/logger.ts";
-import { createVegaPubSub } from "../../src/pubsub.ts";
-import { applyRecoveryDecisions, type RecoverySweep } from "../../src/services/recovery.ts";
-import { recoverStaleScansNow } from "../../src/services/recovery-runner.ts";
+import { loadConfig } from "../../shared/config.ts";
+import { createLogger, type Logger } from "../../shared/logger.ts";
+import { createVegaPubSub } from "../../api/pubsub.ts";
+import { applyRecoveryDecisions, recoverStaleScans, type RecoverySweep } from "../../api/services/recovery.ts";
 import { createEcsLauncher } from "../../worker/launchers/ecs.ts";
+import { createLauncher } from "../../worker/launchers/index.ts";
 import { openTestDatabase, postgresTestUrl } from "../support/database.ts";
 import { startEcsEndpoint } from "../support/ecs-endpoint.ts";
 import { ecsClientEnv, insertScansInBulk, setProcessEnv, testEcsLauncherOptions } from "../support/recovery.ts";
@@ -46,7 +46,7 @@ export default async function (): Promise<void> {
   });
   const { pubsub, close: closePubSub } = createVegaPubSub(config);
   const prisma = db.database.prisma;
-  const deps = { prisma, pubsub, config, signingKey: undefined, log: createLogger(config, { service: "bench" }) };
+  const deps = { prisma, pubsub, config, signingKey: undefined, log: createLogger(config, { service: "bench" }), openLauncher: (log: Logger) => createLauncher(config, log) };
   try {
     // 10,000 tasks the endpoint knows, started by RunTask (ten per call) through the real SDK.
     let started = Date.now();
@@ -95,7 +95,7 @@ export default async function (): Promise<void> {
     const fullSweep = async () => {
       const describesBefore = ecs.calls("DescribeTasks");
       const begin = performance.now();
-      const sweep = await recoverStaleScansNow(deps, { dryRun: false });
+      const sweep = await recoverStaleScans(deps, { dryRun: false });
       const ms = performance.now() - begin;
       check("sweep", sweep.outcomes.filter((outcome) => outcome.applied).length);
       return { ms, describes: ecs.calls("DescribeTasks") - describesBefore, sweep };

@@ -31,7 +31,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { SECRET_RULES, type SecretRule } from "../../worker/runner/analyzers/secret-rules.ts";
+import { SECRET_RULES, type SecretRule } from "../../shared/secret-rules.ts";
 import { scanTree, type ScanTreeOptions } from "../../worker/runner/analyzers/secrets.ts";
 
 const TREE_BYTES = 200 * 1024 * 1024;

@@ -30,7 +30,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { createClient, type Client } from "graphql-ws";
 import WebSocket from "ws";
-import { signToken } from "../../src/auth.ts";
+import { signToken } from "../../api/auth.ts";
 import { startVega, stopProcess } from "../support/cli.ts";
 
 const SUBSCRIBERS = 1000;

@@ -11,7 +11,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
-import { signToken } from "../../src/auth.ts";
+import { signToken } from "../../api/auth.ts";
 import { startVega, stopProcess } from "../support/cli.ts";
 
 const ARCHIVE_BYTES = 1024 * 1024 * 1024;

@@ -5,9 +5,9 @@
  */
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { loadConfig } from "../../src/config.ts";
-import { openDatabase, type Database } from "../../src/db/client.ts";
-import { migrate } from "../../src/db/migrate.ts";
+import { loadConfig } from "../../shared/config.ts";
+import { openDatabase, type Database } from "../../api/db/client.ts";
+import { migrate } from "../../api/db/migrate.ts";
 
 export const postgresTestUrl = process.env.VEGA_TEST_DATABASE_URL || undefined;
 

@@ -1,8 +1,8 @@
 /** Rows built straight in the database, for tests of reading paths that do not need an upload. */
 import { randomUUID } from "node:crypto";
-import type { PrismaClient } from "../../src/db/client.ts";
-import type { ScanStatus, Severity } from "../../src/generated/prisma/client.ts";
-import { personalWorkspaceId } from "../../src/services/users.ts";
+import type { PrismaClient } from "../../api/db/client.ts";
+import type { ScanStatus, Severity } from "../../api/generated/prisma/client.ts";
+import { personalWorkspaceId } from "../../api/services/users.ts";
 
 export async function ensureUserRow(prisma: PrismaClient, userId: string) {
   const workspaceId = personalWorkspaceId(userId);

@@ -7,7 +7,7 @@ import type { ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
-import { signToken } from "../../src/auth.ts";
+import { signToken } from "../../api/auth.ts";
 import { startCommand, startVega, stopProcess, type StartOptions } from "./cli.ts";
 
 /** A port nothing listens on right now (the system's choice, released at once). */

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import net from "node:net";
-import type { PrismaClient } from "../../src/db/client.ts";
+import type { PrismaClient } from "../../api/db/client.ts";
 import type { EcsLauncherOptions } from "../../worker/launchers/ecs.ts";
 import { CLAIM, registerTestWorker, REPORT_STARTED } from "./execution.ts";
 import { ensureUserRow } from "./fixtures.ts";

@@ -2,14 +2,15 @@
  * Starts the real API server on an ephemeral port over a database of its own,
  * and speaks HTTP to it like a client would.
  */
+import { createLauncher } from "../../worker/launchers/index.ts";
 import { mkdtemp, rm } from "node:fs/promises";
 import pino from "pino";
 import os from "node:os";
 import path from "node:path";
-import { signToken, type TokenRequest } from "../../src/auth.ts";
-import { loadConfig, type Config } from "../../src/config.ts";
-import type { Logger } from "../../src/logger.ts";
-import { createApp, type App } from "../../src/server.ts";
+import { signToken, type TokenRequest } from "../../api/auth.ts";
+import { loadConfig, type Config } from "../../shared/config.ts";
+import type { Logger } from "../../shared/logger.ts";
+import { createApp, type App } from "../../api/server.ts";
 import { openTestDatabase, type TestDatabase } from "./database.ts";
 
 export const TEST_JWT_SECRET = "vega-test-secret-that-is-long-enough-for-hs256";
@@ -47,7 +48,7 @@ export async function startTestServer(
     ...(db.url ? { VEGA_DATABASE_URL: db.url } : {}),
     ...env,
   });
-  const app = await createApp(config, { database: db.database, log: options.log });
+  const app = await createApp(config, { database: db.database, log: options.log, openLauncher: (log) => createLauncher(config, log) });
   const url = await app.listen(0, "127.0.0.1");
   const key = new TextEncoder().encode(TEST_JWT_SECRET);
   const server: TestServer = {

@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "vitest";
-import type { TokenRequest } from "../../src/auth.ts";
+import type { TokenRequest } from "../../api/auth.ts";
 
 export interface ServerUnderTest {
   url: string;

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { PrismaClient } from "../../src/db/client.ts";
+import type { PrismaClient } from "../../api/db/client.ts";
 import { startVega, type StartOptions } from "./cli.ts";
 
 export interface WorkerProcess {

@@ -4,7 +4,7 @@
  */
 import { createClient, type Client } from "graphql-ws";
 import WebSocket from "ws";
-import type { VegaPubSub } from "../../src/pubsub.ts";
+import type { VegaPubSub } from "../../api/pubsub.ts";
 
 export interface CloseInfo {
   code: number;

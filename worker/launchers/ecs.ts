@@ -41,7 +41,7 @@ import {
   type RunTaskCommandInput,
   type Task,
 } from "@aws-sdk/client-ecs";
-import { LaunchFailedError, type LaunchRequest, type LaunchResult, type Launcher, type TaskState, type TaskStatus } from "./types.ts";
+import { LaunchFailedError, type LaunchRequest, type LaunchResult, type Launcher, type TaskState, type TaskStatus } from "../../shared/launcher.ts";
 
 /** The part of a pino logger the launchers use. */
 export interface LauncherLogger {

@@ -1,10 +1,10 @@
 /** Builds the launcher VEGA_LAUNCHER names, from the settings. */
 import { fileURLToPath } from "node:url";
-import type { Config } from "../../src/config.ts";
-import type { Logger } from "../../src/logger.ts";
+import type { Config } from "../../shared/config.ts";
+import type { Logger } from "../../shared/logger.ts";
 import { createEcsLauncher } from "./ecs.ts";
 import { createLocalLauncher } from "./local.ts";
-import type { Launcher } from "./types.ts";
+import type { Launcher } from "../../shared/launcher.ts";
 
 const vegaBin = fileURLToPath(new URL("../../bin/vega.mjs", import.meta.url));
 

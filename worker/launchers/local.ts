@@ -41,9 +41,9 @@ import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
-import { settings } from "../../src/config.ts";
+import { settings } from "../../shared/config.ts";
 import type { LauncherLogger } from "./ecs.ts";
-import { LaunchFailedError, type LaunchRequest, type LaunchResult, type Launcher, type TaskStatus } from "./types.ts";
+import { LaunchFailedError, type LaunchRequest, type LaunchResult, type Launcher, type TaskStatus } from "../../shared/launcher.ts";
 
 export interface LocalLauncherOptions {
   /** The runner command, e.g. [process.execPath, "bin/vega.mjs", "runner"]. */

@@ -4,7 +4,7 @@ import path from "node:path";
 import { crc32 } from "node:zlib";
 import { GraphQLError } from "graphql";
 import yauzl from "yauzl";
-import { archiveInvalid, archiveTooLarge, archiveTooManyEntries } from "../../src/errors.ts";
+import { archiveInvalid, archiveTooLarge, archiveTooManyEntries } from "../../shared/errors.ts";
 import {
   checkContainsFiles,
   checkEntry,
@@ -12,7 +12,7 @@ import {
   isDirectoryEntry,
   PATH_MAX_BYTES,
   type ArchiveLimits,
-} from "../../src/hardening/archive-rules.ts";
+} from "../../shared/archive-rules.ts";
 
 export type Extraction = { entryCount: number; bytesWritten: number };
 /** Called as extraction goes (after each chunk and entry), for the runner's progress reports. */
@@ -42,7 +42,7 @@ const DEFLATED = 8;
  * computed as it streams and must match the one its record declares.
  *
  * On failure everything written is removed and the archive is closed before
- * the error (from src/errors.ts when the archive is at fault) is thrown. No
+ * the error (from shared/errors.ts when the archive is at fault) is thrown. No
  * message names a path of this machine: the scan's error is shown to its user.
  */
 export async function extractArchive(filePath: string, destDir: string, limits: ArchiveLimits, onProgress?: ExtractionProgress): Promise<Extraction> {

@@ -11,7 +11,7 @@
  *   was claimed again: `onScanEnded` tells the runner to stop its work.
  * - One report in flight at a time; a beat due while one is in flight is skipped.
  */
-import type { Logger } from "../../src/logger.ts";
+import type { Logger } from "../../shared/logger.ts";
 import { ApiRequestError } from "../api-client.ts";
 import type { ScanPhase, ScanProgressInput } from "../generated/graphql.ts";
 

@@ -17,8 +17,8 @@ import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { ArchiveLimits } from "../../src/hardening/archive-rules.ts";
-import type { Logger } from "../../src/logger.ts";
+import type { ArchiveLimits } from "../../shared/archive-rules.ts";
+import type { Logger } from "../../shared/logger.ts";
 import { ApiRequestError, createApiClient, type ApiClient } from "../api-client.ts";
 import {
   AddFindingsDocument,

@@ -66,7 +66,7 @@ import { readdir } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import { SECRET_RULES, type SecretRule, type SecretSeverity } from "./secret-rules.ts";
+import { SECRET_RULES, type SecretRule, type SecretSeverity } from "../../../shared/secret-rules.ts";
 
 export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024;
 export const BINARY_SNIFF_BYTES = 8 * 1024;

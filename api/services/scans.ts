@@ -1,0 +1,202 @@
+/**
+ * Reading and cancelling scans, with the visibility rule: a user sees the scans
+ * of the workspaces they belong to; operators see every scan. A scan the viewer
+ * may not see answers exactly like a missing one, so ids cannot be probed.
+ */
+import { filter as filterEvents, pipe } from "graphql-yoga";
+import type { Context, Viewer } from "../context.ts";
+import type { ScanProgressPayload, ScanStateChangePayload } from "../pubsub.ts";
+import { conflict, forbidden, notFound } from "../../shared/errors.ts";
+import type { Prisma, Scan, ScanStatus, Severity } from "../generated/prisma/client.ts";
+import { auditActions, recordAudit } from "./audit.ts";
+import { eventsInOrder, findingsBySeverity } from "./loaders.ts";
+import { prismaPage, readPage, toConnection, type Keyset, type PageArgs } from "./pagination.ts";
+import { vegaVersion } from "../../shared/version.ts";
+import { buildSarif, type SarifExecution } from "./sarif.ts";
+import { activeStatuses, transitionScan } from "./scan-state.ts";
+import { resolveMemberWorkspace } from "./users.ts";
+
+type ReadContext = Pick<Context, "deps" | "loaders" | "viewer">;
+
+async function canSee(ctx: ReadContext, scan: Scan): Promise<boolean> {
+  const viewer = ctx.viewer;
+  if (!viewer) return false;
+  if (viewer.isOperator) return true;
+  if (viewer.principal.scope === "runner") return viewer.principal.scanId === scan.id;
+  if (!viewer.user) return false;
+  const workspaces = await ctx.loaders.memberWorkspaceIds.load(viewer.user.id);
+  return workspaces.has(scan.workspaceId);
+}
+
+export async function getVisibleScan(ctx: ReadContext, scanId: string): Promise<Scan> {
+  const scan = await ctx.loaders.scan.load(scanId);
+  if (!scan || !(await canSee(ctx, scan))) throw notFound("Scan", scanId);
+  return scan;
+}
+
+export interface ScanListArgs extends PageArgs {
+  status?: ScanStatus[] | null;
+  workspaceId?: string | null;
+}
+
+const newestScansFirst: Keyset<Scan> = {
+  fields: ["createdAt", "id"],
+  parts: ["date", "string"],
+  order: "desc",
+  keyOf: (scan) => [scan.createdAt, scan.id],
+};
+
+/** The viewer's scans, newest first: one workspace's if named, else every workspace they belong to. */
+export async function listScans(ctx: ReadContext, viewer: Viewer, args: ScanListArgs) {
+  const page = readPage(args, newestScansFirst);
+  const where: Prisma.ScanWhereInput = {};
+  if (args.workspaceId) {
+    if (!viewer.isOperator) await resolveMemberWorkspace(ctx.deps.prisma, viewer.user!, args.workspaceId);
+    where.workspaceId = args.workspaceId;
+  } else if (!viewer.isOperator) {
+    where.workspaceId = { in: [...(await ctx.loaders.memberWorkspaceIds.load(viewer.user!.id))] };
+  }
+  if (args.status?.length) where.status = { in: args.status };
+  const query = prismaPage<Prisma.ScanWhereInput, Prisma.ScanOrderByWithRelationInput>(page, newestScansFirst);
+  const rows = await ctx.deps.prisma.scan.findMany({ where: { ...where, AND: query.where }, orderBy: query.orderBy, take: query.take });
+  for (const row of rows) ctx.loaders.scan.prime(row.id, row);
+  return toConnection(rows, page, newestScansFirst);
+}
+
+/** A page of a scan's events, in the order they happened (loaded for every scan of a page at once). */
+export async function listScanEvents(ctx: ReadContext, scanId: string, args: PageArgs) {
+  const page = readPage(args, eventsInOrder);
+  return toConnection(await ctx.loaders.events.load({ scanId, page }), page, eventsInOrder);
+}
+
+/** A page of a scan's findings, most severe first, optionally of some severities or one rule. */
+export async function listScanFindings(
+  ctx: ReadContext,
+  scanId: string,
+  args: PageArgs & { severity?: Severity[] | null; ruleId?: string | null },
+) {
+  const page = readPage(args, findingsBySeverity);
+  const rows = await ctx.loaders.findings.load({
+    scanId,
+    page,
+    severities: args.severity ?? undefined,
+    ruleId: args.ruleId ?? undefined,
+  });
+  return toConnection(rows, page, findingsBySeverity);
+}
+
+/**
+ * Cancels a scan: its owner or an operator may. A queued scan is cancelled at
+ * once; a starting or running one too, and the worker that holds it stops its
+ * task when it sees the cancellation (the runner's later reports are refused).
+ */
+export async function cancelScan(ctx: ReadContext, viewer: Viewer, scanId: string) {
+  const scan = await getVisibleScan(ctx, scanId);
+  const isOwner = viewer.user?.id === scan.ownerId;
+  if (!isOwner && !viewer.isOperator) throw forbidden("only the scan's owner or an operator can cancel it");
+  if (!activeStatuses.includes(scan.status)) {
+    throw conflict(`Scan ${scanId} already finished (${scan.status}); there is nothing to cancel`, { status: scan.status });
+  }
+  const { scan: cancelled, from } = await transitionScan(ctx.deps, {
+    scanId,
+    to: "CANCELLED",
+    from: activeStatuses,
+    event: {
+      kind: "STATE",
+      code: "CANCELLED",
+      message: isOwner ? "Cancelled by its owner" : `Cancelled by operator ${viewer.principal.sub}`,
+      data: { by: viewer.principal.sub },
+    },
+  });
+  if (!isOwner) {
+    await recordAudit(ctx.deps.prisma, {
+      actor: viewer.principal.sub,
+      action: auditActions.scanCancel,
+      target: `Scan:${scanId}`,
+      details: { ownerId: scan.ownerId, workspaceId: scan.workspaceId, from },
+    });
+  }
+  return cancelled;
+}
+
+/**
+ * Opens a scanStateChanged stream after checking, once, that the caller may see
+ * what they asked for: a scan or workspace they are not a member of answers
+ * NOT_FOUND and no stream opens.
+ */
+export async function subscribeToScanStateChanges(
+  ctx: ReadContext,
+  filter: { scanId?: string; workspaceId?: string },
+): Promise<AsyncIterable<ScanStateChangePayload>> {
+  const viewer = ctx.viewer!;
+  let visibleWorkspaces: Set<string> | undefined;
+  if (filter.scanId) await getVisibleScan(ctx, filter.scanId);
+  if (filter.workspaceId && !viewer.isOperator) await resolveMemberWorkspace(ctx.deps.prisma, viewer.user!, filter.workspaceId);
+  if (!filter.scanId && !filter.workspaceId && !viewer.isOperator) {
+    visibleWorkspaces = await ctx.loaders.memberWorkspaceIds.load(viewer.user!.id);
+  }
+  return pipe(
+    ctx.deps.pubsub.subscribe("scanStateChanged"),
+    filterEvents(
+      (change: ScanStateChangePayload) =>
+        (!filter.scanId || change.scanId === filter.scanId) &&
+        (!filter.workspaceId || change.workspaceId === filter.workspaceId) &&
+        (!visibleWorkspaces || visibleWorkspaces.has(change.workspaceId)),
+    ),
+  );
+}
+
+/** A scan as it is now, for a subscription's event: a subscription's loaders live as long as it does. */
+export function currentVisibleScan(ctx: ReadContext, scanId: string): Promise<Scan> {
+  ctx.loaders.scan.clear(scanId);
+  return getVisibleScan(ctx, scanId);
+}
+
+/** Opens a scanProgress stream of one scan, after checking once that the caller may see it (NOT_FOUND otherwise). */
+export async function subscribeToScanProgress(ctx: ReadContext, scanId: string): Promise<AsyncIterable<ScanProgressPayload>> {
+  await getVisibleScan(ctx, scanId);
+  return pipe(
+    ctx.deps.pubsub.subscribe("scanProgress"),
+    filterEvents((report: ScanProgressPayload) => report.scanId === scanId),
+  );
+}
+
+export async function resolveScanStateChange(ctx: ReadContext, change: ScanStateChangePayload) {
+  // Each delivery reads the scan as it is now: a subscriber sees current fields, not a stale copy.
+  ctx.loaders.scan.clear(change.scanId);
+  const [scan, event] = await Promise.all([
+    ctx.loaders.scan.load(change.scanId),
+    change.eventId ? ctx.deps.prisma.scanEvent.findUnique({ where: { id: change.eventId } }) : null,
+  ]);
+  if (!scan) throw notFound("Scan", change.scanId);
+  return { scan, from: change.from, to: change.to, at: change.at, event };
+}
+
+/** GitHub code scanning takes at most 25,000 results per run; a scan with more is cut there. */
+export const SARIF_MAX_RESULTS = 25_000;
+
+/**
+ * A scan's findings as a SARIF 2.1.0 log, for GitHub code scanning and other
+ * SARIF consumers. Only a scan that ran to its end has one: code scanning
+ * closes every alert a new upload does not repeat, so an empty report of a
+ * queued, running or cancelled scan would close them all. A failed scan's
+ * report holds what was found before it failed and says it failed.
+ */
+export async function exportSarif(ctx: ReadContext, scanId: string) {
+  const scan = await getVisibleScan(ctx, scanId);
+  if (scan.status !== "SUCCEEDED" && scan.status !== "FAILED") {
+    throw conflict(`Scan ${scanId} is ${scan.status}: its SARIF report exists once the scan has succeeded (or failed)`, {
+      status: scan.status,
+    });
+  }
+  const findings = await ctx.deps.prisma.finding.findMany({
+    where: { scanId: scan.id },
+    orderBy: [{ severity: "asc" }, { path: "asc" }, { line: "asc" }, { id: "asc" }],
+    take: SARIF_MAX_RESULTS,
+  });
+  const execution: SarifExecution =
+    scan.status === "SUCCEEDED"
+      ? { successful: true }
+      : { successful: false, errorCode: scan.errorCode ?? "FAILED", errorMessage: scan.errorMessage ?? "The scan failed" };
+  return buildSarif({ scanId: scan.id, findings, toolVersion: vegaVersion, execution });
+}
