@@ -31,6 +31,7 @@ import type { Prisma } from "../generated/prisma/client.ts";
 import type { Launcher } from "../../shared/launcher.ts";
 import { recordAudit } from "./audit.ts";
 import { transitionScansInBulk } from "./scan-state.ts";
+import { staleWorkerCutoff, staleWorkerWhere } from "./worker-staleness.ts";
 import { authorizeWorkerAccess } from "./workers.ts";
 
 type RecoveryDeps = Pick<Deps, "prisma" | "pubsub" | "config" | "signingKey">;
@@ -58,8 +59,7 @@ export function recoveryPolicy(config: Config, now: Date): RecoveryPolicy {
 
 /** A worker that can no longer act for its scans: deregistered, or silent past VEGA_WORKER_HEARTBEAT_TTL_SECONDS. */
 function goneWorker(config: Config, now: Date): Prisma.WorkerWhereInput {
-  const staleBefore = new Date(now.getTime() - config.workerHeartbeatTtlSeconds * 1000);
-  return { OR: [{ deregisteredAt: { not: null } }, { lastHeartbeatAt: { lt: staleBefore } }] };
+  return { OR: [{ deregisteredAt: { not: null } }, staleWorkerWhere(staleWorkerCutoff(config, now))] };
 }
 
 /** Whose scans a sweep looks at: every scan (the operator's and the maintenance task's sweep), or one worker's view. */

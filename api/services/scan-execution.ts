@@ -12,6 +12,7 @@ import type { Prisma, Scan, ScanStatus, Severity } from "../generated/prisma/cli
 import type { ScanPhase, ScanProgressSnapshot } from "../pubsub.ts";
 import { appendScanEvents, publishTransition, transitionInTransaction, tryTransitionScan, type EventInput, type TransitionResult } from "./scan-state.ts";
 import { authorizeWorkerAccess } from "./workers.ts";
+import { isClaimed } from "../../shared/scan-status.ts";
 
 type ExecutionDeps = Pick<Deps, "prisma" | "pubsub" | "config" | "signingKey">;
 
@@ -151,8 +152,6 @@ async function transitionOrConflict(deps: ExecutionDeps, request: Parameters<typ
   throw conflict(`Scan ${request.scanId} is ${current.status}; it cannot become ${request.to}`, { status: current.status });
 }
 
-const runnerStatuses: readonly ScanStatus[] = ["STARTING", "RUNNING"];
-
 function requireRunnerOf(principal: Principal, scanId: string) {
   if (principal.scope !== "runner" || principal.scanId !== scanId) {
     throw forbidden(`this runner token is bound to scan ${principal.scanId ?? "none"}, not ${scanId}`);
@@ -167,7 +166,7 @@ function requireRunnerOf(principal: Principal, scanId: string) {
  * the scan has ended, gone back to the queue or been claimed again, CONFLICT.
  */
 function refuseSupersededRunner(principal: Principal, scanId: string, scan: { status: ScanStatus; attempts: number }) {
-  if (!runnerStatuses.includes(scan.status)) {
+  if (!isClaimed(scan.status)) {
     throw conflict(`Scan ${scanId} is ${scan.status}; reports for it are refused`, { status: scan.status });
   }
   if (scan.attempts !== principal.attempt) {

@@ -8,20 +8,11 @@ import type { PrismaClient } from "../db/client.ts";
 import { conflict, notFound } from "../../shared/errors.ts";
 import { Prisma, type Scan, type ScanEvent, type ScanStatus } from "../generated/prisma/client.ts";
 import type { VegaPubSub } from "../pubsub.ts";
+import { canTransition, finishedStatuses, legalSources } from "../../shared/scan-status.ts";
 
-/** The state machine, read in one glance: from each status, where a scan may go. */
-export const scanTransitions: Record<ScanStatus, readonly ScanStatus[]> = {
-  QUEUED: ["STARTING", "CANCELLED", "FAILED"],
-  // STARTING → QUEUED: an orphaned claim (its worker died) goes back to the queue.
-  STARTING: ["RUNNING", "QUEUED", "FAILED", "CANCELLED"],
-  RUNNING: ["SUCCEEDED", "FAILED", "CANCELLED"],
-  SUCCEEDED: [],
-  FAILED: [],
-  CANCELLED: [],
-};
-
-export const activeStatuses: readonly ScanStatus[] = ["QUEUED", "STARTING", "RUNNING"];
-export const finishedStatuses: readonly ScanStatus[] = ["SUCCEEDED", "FAILED", "CANCELLED"];
+// The state machine and the status lists live on the ground floor (shared/scan-status.ts), so the
+// schema, the worker and the runner read the same table; this module applies it.
+export { activeStatuses, finishedStatuses, scanTransitions } from "../../shared/scan-status.ts";
 
 export interface EventInput {
   kind: "STATE" | "PROGRESS" | "LOG" | "WARNING" | "ERROR";
@@ -69,7 +60,7 @@ const timestampsFor = (to: ScanStatus, now: Date): Prisma.ScanUpdateManyMutation
  * that is a conflict or nothing to do.
  */
 export async function transitionInTransaction(tx: Tx, request: TransitionRequest, now = new Date()): Promise<TransitionResult | undefined> {
-  const allowedFrom = (request.from ?? legalSources(request.to)).filter((status) => scanTransitions[status].includes(request.to));
+  const allowedFrom = (request.from ?? legalSources(request.to)).filter((status) => canTransition(status, request.to));
   const { workerId, ...columns } = request.set ?? {};
   // Read the status we move from under the row lock that the update takes.
   const before = await tx.$queryRaw<{ status: ScanStatus }[]>`
@@ -101,10 +92,6 @@ export async function transitionInTransaction(tx: Tx, request: TransitionRequest
 
 function asObject(value: Prisma.InputJsonValue | undefined): Record<string, unknown> | undefined {
   return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
-}
-
-function legalSources(to: ScanStatus): ScanStatus[] {
-  return (Object.keys(scanTransitions) as ScanStatus[]).filter((status) => scanTransitions[status].includes(to));
 }
 
 export function publishTransition(pubsub: VegaPubSub, result: TransitionResult) {
@@ -188,7 +175,7 @@ export async function transitionScansInBulk(
   now = new Date(),
 ): Promise<{ scanId: string; event: ScanEvent }[]> {
   if (items.length === 0) return [];
-  if (!scanTransitions[from].includes(to)) throw new Error(`${from} → ${to} is not a scan transition`);
+  if (!canTransition(from, to)) throw new Error(`${from} → ${to} is not a scan transition`);
   const byId = new Map(items.map((item) => [item.scanId, item]));
   const finished = finishedStatuses.includes(to);
   const requeued = to === "QUEUED";

@@ -13,7 +13,8 @@ import { eventsInOrder, findingsBySeverity } from "./loaders.ts";
 import { prismaPage, readPage, toConnection, type Keyset, type PageArgs } from "./pagination.ts";
 import { vegaVersion } from "../../shared/version.ts";
 import { buildSarif, type SarifExecution } from "./sarif.ts";
-import { activeStatuses, transitionScan } from "./scan-state.ts";
+import { activeStatuses } from "../../shared/scan-status.ts";
+import { transitionScan } from "./scan-state.ts";
 import { resolveMemberWorkspace } from "./users.ts";
 
 type ReadContext = Pick<Context, "deps" | "loaders" | "viewer">;
