@@ -49,7 +49,8 @@ describe("the rule in the database", () => {
 
   beforeAll(async () => {
     db = await openTestDatabase();
-  });
+    // Migrating a fresh database takes a while on a busy machine.
+  }, 180_000);
   afterAll(async () => {
     await db?.close();
   });
