@@ -30,7 +30,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { DescribeTasksCommand, ECSClient, RunTaskCommand, type RunTaskCommandInput, type Task } from "@aws-sdk/client-ecs";
 import type { Config } from "../shared/config.ts";
 import type { Logger } from "../shared/logger.ts";
-import { parseCapacityProviders } from "../worker/launchers/ecs.ts";
+import { containerOf, ecsPlacement, parseCapacityProviders, taskStateOf } from "../worker/launchers/ecs-tasks.ts";
 import { UsageError } from "./args.ts";
 
 /** Exit code when the task is still running at `--timeout` (as timeout(1) does). */
@@ -111,18 +111,13 @@ export function maintenanceRunTaskInput(request: RunRemoteRequest, config: EcsNe
     // One token per invocation: the SDK retrying a RunTask whose response was lost gets the same task back.
     clientToken: randomUUID(),
     startedBy: "vega-run-remote",
-    ...(capacityProviderStrategy.length > 0 ? { capacityProviderStrategy } : { launchType: config.ecsLaunchType }),
-    ...(config.ecsSubnets.length > 0
-      ? {
-          networkConfiguration: {
-            awsvpcConfiguration: {
-              subnets: config.ecsSubnets,
-              ...(config.ecsSecurityGroups.length > 0 ? { securityGroups: config.ecsSecurityGroups } : {}),
-              assignPublicIp: config.ecsAssignPublicIp ? "ENABLED" : "DISABLED",
-            },
-          },
-        }
-      : {}),
+    ...ecsPlacement({
+      launchType: config.ecsLaunchType,
+      capacityProviderStrategy,
+      subnets: config.ecsSubnets,
+      securityGroups: config.ecsSecurityGroups,
+      assignPublicIp: config.ecsAssignPublicIp,
+    }),
     overrides: { containerOverrides: [{ name: request.container, command: ["maintenance", request.job, ...request.args] }] },
     tags: [{ key: "vega:maintenance-job", value: request.job }],
     enableECSManagedTags: true,
@@ -172,7 +167,7 @@ export async function runRemote(request: RunRemoteRequest, config: EcsNetworkSet
         lastStatus = task.lastStatus;
         log.info({ taskArn, lastStatus }, "maintenance task status");
       }
-      if (lastStatus === "STOPPED") break;
+      if (taskStateOf(lastStatus) === "STOPPED") break;
       if (Date.now() >= deadline) {
         return {
           exitCode: null,
@@ -188,8 +183,7 @@ export async function runRemote(request: RunRemoteRequest, config: EcsNetworkSet
       delay = delay === 0 ? FIRST_POLL_DELAY_MS : Math.min(MAX_POLL_DELAY_MS, Math.round(delay * 1.6));
     }
 
-    const containers = task.containers ?? [];
-    const container = containers.find((candidate) => candidate.name === request.container) ?? (containers.length === 1 ? containers[0] : undefined);
+    const container = containerOf(task, request.container);
     const exitCode = container?.exitCode ?? null;
     const summary = {
       ...base,

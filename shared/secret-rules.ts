@@ -33,7 +33,10 @@
  * them, and bounded repetition where a class could run on.
  */
 
-export type SecretSeverity = "CRITICAL" | "HIGH" | "MEDIUM" | "LOW" | "INFO";
+import type { Severity } from "./severity.ts";
+
+/** A rule's severity: one of the finding severities of shared/severity.ts. */
+export type SecretSeverity = Severity;
 
 export interface SecretRule {
   id: string;

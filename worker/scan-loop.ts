@@ -14,6 +14,7 @@ import {
 } from "./generated/graphql.ts";
 import { LaunchFailedError, type Launcher } from "../shared/launcher.ts";
 import type { ScanLoop } from "./main.ts";
+import { isFinished } from "../shared/scan-status.ts";
 
 export interface ScanLoopSettings {
   capacity: number;
@@ -29,8 +30,6 @@ interface HeldScan {
   attempt: number;
   taskId?: string;
 }
-
-const FINISHED = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
 
 export class ScanExecutionLoop implements ScanLoop {
   private api: ApiClient | undefined;
@@ -160,7 +159,7 @@ export class ScanExecutionLoop implements ScanLoop {
         this.log.info({ scanId, taskId: held.taskId }, "scan cancelled; stopping its runner");
         await this.launcher.stop(held.taskId!, "scan cancelled");
         this.held.delete(scanId);
-      } else if (!scan || FINISHED.has(scan.status) || (held.taskId && !taskAlive)) {
+      } else if (!scan || isFinished(scan.status) || (held.taskId && !taskAlive)) {
         // Finished, taken over by another worker (requeued), or its runner is gone (recovery reports that).
         this.held.delete(scanId);
       }

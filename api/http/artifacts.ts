@@ -12,21 +12,24 @@ import { authenticate, type Deps, type Viewer } from "../context.ts";
 import { errorCodeOf, notFound, unauthenticated } from "../../shared/errors.ts";
 import type { Artifact } from "../generated/prisma/client.ts";
 import { currentRunnerScan } from "../services/scan-execution.ts";
+import { maySee, membershipIn } from "../services/visibility.ts";
 import { sendError } from "./respond.ts";
 
 export const ARTIFACT_ROUTE = /^\/v1\/artifacts\/([0-9a-f-]{36})$/;
 
-async function mayRead(deps: Deps, viewer: Viewer, artifact: Artifact): Promise<boolean> {
-  if (viewer.isOperator) return true;
-  if (viewer.principal.scope === "runner") {
-    const scan = await currentRunnerScan(deps, viewer.principal, viewer.principal.scanId!);
-    return scan.sourceArtifactId === artifact.id;
-  }
-  if (!viewer.user) return false;
-  const membership = await deps.prisma.membership.findUnique({
-    where: { workspaceId_userId: { workspaceId: artifact.workspaceId, userId: viewer.user.id } },
-  });
-  return membership !== null;
+/**
+ * The visibility rule (services/visibility.ts) for an artifact: a runner reads
+ * its scan's source while its claim is current (CONFLICT once superseded).
+ */
+function mayRead(deps: Deps, viewer: Viewer, artifact: Artifact): Promise<boolean> {
+  return maySee(
+    viewer,
+    {
+      workspaceId: artifact.workspaceId,
+      ofRunnerScan: async (scanId) => (await currentRunnerScan(deps, viewer.principal, scanId)).sourceArtifactId === artifact.id,
+    },
+    membershipIn(deps.prisma),
+  );
 }
 
 export async function downloadArtifact(deps: Deps, req: IncomingMessage, res: ServerResponse, artifactId: string) {

@@ -14,16 +14,14 @@ import {
   subscribeToScanStateChanges,
 } from "../services/scans.ts";
 import { submitScan } from "../services/submissions.ts";
+import { SCAN_STATUSES } from "../../shared/scan-status.ts";
+import { SEVERITIES } from "../../shared/severity.ts";
 import { builder } from "./builder.ts";
 import { UserRef, WorkspaceRef } from "./viewer.ts";
 
-export const ScanStatusEnum = builder.enumType("ScanStatus", {
-  values: ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] as const,
-});
+export const ScanStatusEnum = builder.enumType("ScanStatus", { values: SCAN_STATUSES });
 
-export const SeverityEnum = builder.enumType("Severity", {
-  values: ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"] as const,
-});
+export const SeverityEnum = builder.enumType("Severity", { values: SEVERITIES });
 
 export const ScanPhaseEnum = builder.enumType("ScanPhase", {
   values: {

@@ -12,7 +12,8 @@
 import type { Config } from "../../shared/config.ts";
 import type { PrismaClient } from "../db/client.ts";
 import type { CleanupRun } from "../generated/prisma/client.ts";
-import { activeStatuses } from "./scan-state.ts";
+import { activeStatuses, claimedStatuses } from "../../shared/scan-status.ts";
+import { freshWorkerWhere, staleWorkerCutoff, staleWorkerWhere, workerLiveness } from "./worker-staleness.ts";
 
 export type DiagnosticCode = "NO_LIVE_WORKER" | "STALE_WORKER" | "SCAN_RUNNING_PAST_THRESHOLD" | "USER_AT_QUOTA" | "CLEANUP_FAILING";
 export type DiagnosticSeverity = "CRITICAL" | "WARNING" | "INFO";
@@ -93,8 +94,7 @@ const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ?
 
 /** Queued scans waiting longer than VEGA_DIAGNOSTICS_QUEUED_SECONDS while no worker is live (registered, not stale). */
 const noLiveWorker: Check = async ({ prisma, config }, now) => {
-  const heardSince = secondsBefore(now, config.workerHeartbeatTtlSeconds);
-  const liveWorkers = await prisma.worker.count({ where: { deregisteredAt: null, lastHeartbeatAt: { gte: heardSince } } });
+  const liveWorkers = await prisma.worker.count({ where: { deregisteredAt: null, ...freshWorkerWhere(staleWorkerCutoff(config, now)) } });
   if (liveWorkers > 0) return [];
   const waiting = { status: "QUEUED" as const, queuedAt: { lt: secondsBefore(now, config.diagnosticsQueuedSeconds) } };
   const queuedScans = await prisma.scan.count({ where: waiting });
@@ -130,12 +130,12 @@ const noLiveWorker: Check = async ({ prisma, config }, now) => {
 /** Registered workers whose heartbeat is older than the TTL, with the scans they still hold. */
 const staleWorkers: Check = async ({ prisma, config }, now) => {
   const workers = await prisma.worker.findMany({
-    where: { deregisteredAt: null, lastHeartbeatAt: { lt: secondsBefore(now, config.workerHeartbeatTtlSeconds) } },
+    where: { deregisteredAt: null, ...staleWorkerWhere(staleWorkerCutoff(config, now)) },
     orderBy: [{ lastHeartbeatAt: "asc" }, { id: "asc" }],
     take: MAX_FINDINGS,
     include: {
       scans: {
-        where: { status: { in: ["STARTING", "RUNNING"] } },
+        where: { status: { in: [...claimedStatuses] } },
         orderBy: [{ queuedAt: "asc" }, { id: "asc" }],
         select: { id: true, status: true, taskId: true },
       },
@@ -158,7 +158,7 @@ const staleWorkers: Check = async ({ prisma, config }, now) => {
       host: worker.host,
       pid: worker.pid,
       lastHeartbeatAt: worker.lastHeartbeatAt.toISOString(),
-      secondsSinceHeartbeat: Math.floor((now.getTime() - worker.lastHeartbeatAt.getTime()) / 1000),
+      secondsSinceHeartbeat: workerLiveness(worker.lastHeartbeatAt, config.workerHeartbeatTtlSeconds, now).secondsSinceHeartbeat,
       scans: worker.scans,
     },
   }));

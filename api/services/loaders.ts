@@ -8,6 +8,7 @@ import DataLoader from "dataloader";
 import type { PrismaClient } from "../db/client.ts";
 import type { Finding, ScanEvent, Severity } from "../generated/prisma/client.ts";
 import { Prisma } from "../generated/prisma/client.ts";
+import { SEVERITIES } from "../../shared/severity.ts";
 import { sqlPage, type Keyset, type Page } from "./pagination.ts";
 
 export interface ChildPageKey {
@@ -20,7 +21,7 @@ export interface ChildPageKey {
 /** A scan's events in the order they happened. */
 export const eventsInOrder: Keyset<ScanEvent> = { fields: ["seq"], parts: ["number"], order: "asc", keyOf: (event) => [event.seq] };
 
-/** A scan's findings, most severe first, then by place in the source. */
+/** A scan's findings, most severe first (the enum's order is SEVERITIES'), then by place in the source. */
 export const findingsBySeverity: Keyset<Finding> = {
   fields: ["severity", "path", "line", "id"],
   parts: ["string", "string", "number", "string"],
@@ -28,9 +29,10 @@ export const findingsBySeverity: Keyset<Finding> = {
   keyOf: (finding) => [finding.severity, finding.path, finding.line, finding.id],
 };
 
-export type FindingCounts = Record<"critical" | "high" | "medium" | "low" | "info", number>;
+/** A scan's findings by severity (shared/severity.ts), keyed by the severity in lower case. */
+export type FindingCounts = Record<Lowercase<Severity>, number>;
 
-const emptyCounts = (): FindingCounts => ({ critical: 0, high: 0, medium: 0, low: 0, info: 0 });
+const emptyCounts = (): FindingCounts => Object.fromEntries(SEVERITIES.map((severity) => [severity.toLowerCase(), 0])) as FindingCounts;
 
 /** Groups keys that share page arguments, so each distinct page shape is one query. */
 function groupByShape(keys: readonly ChildPageKey[]) {

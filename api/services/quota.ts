@@ -9,7 +9,7 @@ import type { Config } from "../../shared/config.ts";
 import type { PrismaClient } from "../db/client.ts";
 import { quotaExceeded } from "../../shared/errors.ts";
 import type { Prisma } from "../generated/prisma/client.ts";
-import { activeStatuses } from "./scan-state.ts";
+import { activeStatuses } from "../../shared/scan-status.ts";
 
 /** First key of the two-key advisory locks Vega takes per user (quota) — listed in docs/decisions.md. */
 export const QUOTA_LOCK_NAMESPACE = 7_301;

@@ -30,7 +30,8 @@ import { stopTasksBeforeFailing, type StopLogger } from "../../shared/recovery-s
 import type { Prisma } from "../generated/prisma/client.ts";
 import type { Launcher } from "../../shared/launcher.ts";
 import { recordAudit } from "./audit.ts";
-import { transitionScansInBulk } from "./scan-state.ts";
+import { recordScanWarnings, transitionScansInBulk } from "./scan-state.ts";
+import { staleWorkerCutoff, staleWorkerWhere } from "./worker-staleness.ts";
 import { authorizeWorkerAccess } from "./workers.ts";
 
 type RecoveryDeps = Pick<Deps, "prisma" | "pubsub" | "config" | "signingKey">;
@@ -58,8 +59,7 @@ export function recoveryPolicy(config: Config, now: Date): RecoveryPolicy {
 
 /** A worker that can no longer act for its scans: deregistered, or silent past VEGA_WORKER_HEARTBEAT_TTL_SECONDS. */
 function goneWorker(config: Config, now: Date): Prisma.WorkerWhereInput {
-  const staleBefore = new Date(now.getTime() - config.workerHeartbeatTtlSeconds * 1000);
-  return { OR: [{ deregisteredAt: { not: null } }, { lastHeartbeatAt: { lt: staleBefore } }] };
+  return { OR: [{ deregisteredAt: { not: null } }, staleWorkerWhere(staleWorkerCutoff(config, now))] };
 }
 
 /** Whose scans a sweep looks at: every scan (the operator's and the maintenance task's sweep), or one worker's view. */
@@ -213,7 +213,12 @@ export async function applyRecoveryDecisions(deps: RecoveryDeps, decisions: Reco
   }
   const warnings = decisions.filter((decision) => decision.action === "WARN");
   for (let index = 0; index < warnings.length; index += APPLY_BATCH) {
-    for (const scanId of await warnOnce(deps, warnings.slice(index, index + APPLY_BATCH))) applied.add(scanId);
+    // One warning per long-running scan whose task lives: scan-state's compare-and-set on staleWarnedAt.
+    const warned = await recordScanWarnings(
+      deps,
+      warnings.slice(index, index + APPLY_BATCH).map((decision) => ({ scanId: decision.scanId, code: decision.code, message: decision.reason, data: taskData(decision) })),
+    );
+    for (const scanId of warned) applied.add(scanId);
   }
   return decisions.map((decision) => ({
     scanId: decision.scanId,
@@ -222,31 +227,6 @@ export async function applyRecoveryDecisions(deps: RecoveryDeps, decisions: Reco
     applied: applied.has(decision.scanId),
     refused: null,
   }));
-}
-
-/** One warning event per long-running scan whose task lives: staleWarnedAt is the compare-and-set. */
-async function warnOnce(deps: RecoveryDeps, decisions: RecoveryDecision[]): Promise<string[]> {
-  const byId = new Map(decisions.map((decision) => [decision.scanId, decision]));
-  const now = new Date();
-  return deps.prisma.$transaction(async (tx) => {
-    // Locked in id order first, as transitionScansInBulk does, so that concurrent recoverers cannot deadlock.
-    const locked = await tx.$queryRaw<{ id: string }[]>`
-      SELECT id FROM "Scan" WHERE id = ANY(${[...byId.keys()]}::text[]) AND status = 'RUNNING' AND "staleWarnedAt" IS NULL
-      ORDER BY id FOR UPDATE`;
-    if (locked.length === 0) return [];
-    const marked = await tx.$queryRaw<{ id: string; lastEventSeq: number }[]>`
-      UPDATE "Scan" SET "staleWarnedAt" = ${now}, "lastEventSeq" = "lastEventSeq" + 1, "updatedAt" = ${now}
-      WHERE id = ANY(${locked.map((row) => row.id)}::text[]) AND status = 'RUNNING' AND "staleWarnedAt" IS NULL
-      RETURNING id, "lastEventSeq"`;
-    if (marked.length === 0) return [];
-    await tx.scanEvent.createMany({
-      data: marked.map((row) => {
-        const decision = byId.get(row.id)!;
-        return { scanId: row.id, seq: row.lastEventSeq, kind: "WARNING", code: decision.code, message: decision.reason, data: taskData(decision), createdAt: now };
-      }),
-    });
-    return marked.map((row) => row.id);
-  });
 }
 
 export interface RecoveryDecisionInput {

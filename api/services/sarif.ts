@@ -9,10 +9,10 @@
  *   report without findings still says which rules ran. A finding whose rule is
  *   no longer in the catalog (a row stored by an older runner) gets a minimal
  *   rule appended, so that every result resolves.
- * - Levels: CRITICAL and HIGH are `error`, MEDIUM `warning`, LOW and INFO
- *   `note`. GitHub ranks security alerts by the rule's `security-severity`
- *   property (critical above 9.0, high 7.0 to 8.9, medium 4.0 to 6.9, low below
- *   4.0), which only counts on rules tagged `security`; INFO rules get none.
+ * - Levels and `security-severity` come from shared/severity.ts (CRITICAL and
+ *   HIGH are `error`, MEDIUM `warning`, LOW and INFO `note`). GitHub ranks
+ *   security alerts by the rule's `security-severity`, which only counts on
+ *   rules tagged `security`; INFO rules get none.
  * - `partialFingerprints["vegaFingerprint/v1"]` is the finding's own fingerprint
  *   (rule, path and secret hash, no line): GitHub matches alerts across uploads
  *   by it, so a secret that moves within its file stays one alert.
@@ -27,7 +27,8 @@
  *   segment percent-encoded, as artifactLocation.uri is a URI reference; columns
  *   are UTF-16 code units, said explicitly with `columnKind`.
  */
-import { SECRET_RULES, type SecretRule, type SecretSeverity } from "../../shared/secret-rules.ts";
+import { SECRET_RULES, type SecretRule } from "../../shared/secret-rules.ts";
+import { SARIF_LEVEL_BY_SEVERITY, SECURITY_SEVERITY_BY_SEVERITY, sarifLevelOf, type SarifLevel, type Severity } from "../../shared/severity.ts";
 
 export const SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json";
 export const SARIF_TOOL_NAME = "Vega secrets";
@@ -39,12 +40,12 @@ export const SARIF_CATEGORY = "vega-secrets";
  */
 export const DEFAULT_INFORMATION_URI = "https://vega.invalid/docs/secrets";
 
-export type SarifLevel = "error" | "warning" | "note";
+export type { SarifLevel };
 
 /** A stored finding, as the Finding table and the analyzer hold it. */
 export interface SarifFindingInput {
   ruleId: string;
-  severity: SecretSeverity | string;
+  severity: Severity | string;
   path: string;
   line?: number | null;
   column?: number | null;
@@ -114,28 +115,8 @@ export interface SarifResult {
   partialFingerprints: Record<string, string>;
 }
 
-const LEVEL_BY_SEVERITY: Record<SecretSeverity, SarifLevel> = {
-  CRITICAL: "error",
-  HIGH: "error",
-  MEDIUM: "warning",
-  LOW: "note",
-  INFO: "note",
-};
-
-const SECURITY_SEVERITY: Record<SecretSeverity, string | undefined> = {
-  CRITICAL: "9.5",
-  HIGH: "8.0",
-  MEDIUM: "5.5",
-  LOW: "3.0",
-  INFO: undefined,
-};
-
 /** CWE-798: use of hard-coded credentials; GitHub shows `external/cwe/...` tags as CWE links. */
 const RULE_TAGS = ["security", "secret", "external/cwe/cwe-798"];
-
-export function sarifLevel(severity: string): SarifLevel {
-  return LEVEL_BY_SEVERITY[severity as SecretSeverity] ?? "warning";
-}
 
 export function buildSarif({
   scanId,
@@ -176,7 +157,7 @@ function describeInvocation(execution: SarifExecution): SarifInvocation {
 }
 
 function describeRule(rule: SecretRule): SarifRule {
-  const securitySeverity = SECURITY_SEVERITY[rule.severity];
+  const securitySeverity = SECURITY_SEVERITY_BY_SEVERITY[rule.severity];
   return {
     id: rule.id,
     name: pascalCase(rule.id),
@@ -184,7 +165,7 @@ function describeRule(rule: SecretRule): SarifRule {
     fullDescription: { text: rule.description },
     help: { text: `${rule.description} Then remove the secret from the source and from the repository's history.` },
     ...(rule.helpUri ? { helpUri: rule.helpUri } : {}),
-    defaultConfiguration: { level: LEVEL_BY_SEVERITY[rule.severity] },
+    defaultConfiguration: { level: SARIF_LEVEL_BY_SEVERITY[rule.severity] },
     properties: {
       tags: RULE_TAGS,
       // Entropy-gated rules guess; the others match a documented token format.
@@ -201,7 +182,7 @@ function describeRetiredRule(finding: SarifFindingInput): SarifRule {
     shortDescription: { text: finding.ruleId },
     fullDescription: { text: `A secret reported by the rule ${finding.ruleId}, which the current rule catalog no longer has.` },
     help: { text: "Revoke or rotate the secret, then remove it from the source and from the repository's history." },
-    defaultConfiguration: { level: sarifLevel(finding.severity) },
+    defaultConfiguration: { level: sarifLevelOf(finding.severity) },
     properties: { tags: RULE_TAGS, precision: "medium" },
   };
 }
@@ -214,7 +195,7 @@ function toResult(finding: SarifFindingInput, ruleIndex: number): SarifResult {
   return {
     ruleId: finding.ruleId,
     ruleIndex,
-    level: sarifLevel(finding.severity),
+    level: sarifLevelOf(finding.severity),
     message: { text: finding.message },
     locations: [
       {

@@ -10,8 +10,9 @@ import type { Deps } from "../context.ts";
 import { badUserInput, conflict, forbidden, notFound } from "../../shared/errors.ts";
 import type { Prisma, Scan, ScanStatus, Severity } from "../generated/prisma/client.ts";
 import type { ScanPhase, ScanProgressSnapshot } from "../pubsub.ts";
-import { appendScanEvents, publishTransition, transitionInTransaction, tryTransitionScan, type EventInput, type TransitionResult } from "./scan-state.ts";
+import { tryTransitionScan, writeScans, type EventInput, type ScanWrites, type TransitionResult } from "./scan-state.ts";
 import { authorizeWorkerAccess } from "./workers.ts";
+import { isClaimed } from "../../shared/scan-status.ts";
 
 type ExecutionDeps = Pick<Deps, "prisma" | "pubsub" | "config" | "signingKey">;
 
@@ -38,7 +39,7 @@ export async function claimScans(deps: ExecutionDeps, principal: Principal, work
   if (!deps.signingKey) throw conflict("Runner tokens need VEGA_JWT_SECRET: this API cannot mint them");
   const take = Math.min(max, MAX_CLAIM_BATCH);
   if (take === 0) return [];
-  const results = await deps.prisma.$transaction(async (tx) => {
+  const results = await writeScans(deps, async ({ tx, transition }) => {
     const [worker] = await tx.$queryRaw<{ draining: boolean; deregisteredAt: Date | null }[]>`
       SELECT draining, "deregisteredAt" FROM "Worker" WHERE id = ${workerId}`;
     if (!worker) throw notFound("Worker", workerId);
@@ -51,7 +52,7 @@ export async function claimScans(deps: ExecutionDeps, principal: Principal, work
       FOR UPDATE SKIP LOCKED`;
     const claimed: TransitionResult[] = [];
     for (const { id } of rows) {
-      const result = await transitionInTransaction(tx, {
+      const result = await transition({
         scanId: id,
         to: "STARTING",
         from: ["QUEUED"],
@@ -64,7 +65,6 @@ export async function claimScans(deps: ExecutionDeps, principal: Principal, work
   });
   const claimedScans: ClaimedScan[] = [];
   for (const result of results) {
-    publishTransition(deps.pubsub, result);
     claimedScans.push({
       scan: result.scan,
       attempt: result.scan.attempts,
@@ -98,28 +98,23 @@ async function claimedBy(deps: ExecutionDeps, principal: Principal, scanId: stri
 export async function reportScanStarted(deps: ExecutionDeps, principal: Principal, scanId: string, taskId: string, attempt?: number | null) {
   const claimed = await claimedBy(deps, principal, scanId);
   if (taskId.trim() === "" || taskId.length > 512) throw badUserInput("taskId must be 1 to 512 characters");
-  const { scan, started } = await deps.prisma.$transaction(async (tx) => {
+  return writeScans(deps, async ({ tx, transition, recordLateTaskId }) => {
     const [row] = await tx.$queryRaw<{ status: ScanStatus; attempts: number; workerId: string | null; taskId: string | null }[]>`
       SELECT status, attempts, "workerId", "taskId" FROM "Scan" WHERE id = ${scanId} FOR UPDATE`;
     const claimHeld = row.workerId === claimed.workerId && (attempt == null || attempt === row.attempts);
     if (claimHeld && row.status === "STARTING") {
-      const result = await transitionInTransaction(tx, {
+      const result = await transition({
         scanId,
         to: "RUNNING",
         from: ["STARTING"],
         set: { taskId },
         event: { kind: "STATE", code: "RUNNING", message: `Runner task ${taskId} started`, data: { taskId } },
       });
-      return { scan: result!.scan, started: result };
+      return result!.scan;
     }
     if (claimHeld && row.status === "RUNNING" && (row.taskId === null || row.taskId === taskId)) {
-      if (row.taskId === null) {
-        await tx.scan.update({ where: { id: scanId }, data: { taskId } });
-        await appendScanEvents(tx, scanId, [
-          { kind: "LOG", code: "TASK_STARTED", message: `Runner task ${taskId} started (its runner reported first)`, data: { taskId } },
-        ]);
-      }
-      return { scan: await tx.scan.findUniqueOrThrow({ where: { id: scanId } }), started: undefined };
+      if (row.taskId === null) await recordLateTaskId(scanId, taskId);
+      return tx.scan.findUniqueOrThrow({ where: { id: scanId } });
     }
     const reclaimed = attempt != null && attempt !== row.attempts ? ` and was claimed again (attempt ${row.attempts}, this launch is ${attempt})` : "";
     throw conflict(`Scan ${scanId} is ${row.status}${reclaimed}; it cannot become RUNNING with task ${taskId}`, {
@@ -127,8 +122,6 @@ export async function reportScanStarted(deps: ExecutionDeps, principal: Principa
       attempt: row.attempts,
     });
   });
-  if (started) publishTransition(deps.pubsub, started);
-  return scan;
 }
 
 /** STARTING → FAILED with LAUNCH_FAILED and the platform's reason (ECS `failures` after retries). */
@@ -151,8 +144,6 @@ async function transitionOrConflict(deps: ExecutionDeps, request: Parameters<typ
   throw conflict(`Scan ${request.scanId} is ${current.status}; it cannot become ${request.to}`, { status: current.status });
 }
 
-const runnerStatuses: readonly ScanStatus[] = ["STARTING", "RUNNING"];
-
 function requireRunnerOf(principal: Principal, scanId: string) {
   if (principal.scope !== "runner" || principal.scanId !== scanId) {
     throw forbidden(`this runner token is bound to scan ${principal.scanId ?? "none"}, not ${scanId}`);
@@ -167,7 +158,7 @@ function requireRunnerOf(principal: Principal, scanId: string) {
  * the scan has ended, gone back to the queue or been claimed again, CONFLICT.
  */
 function refuseSupersededRunner(principal: Principal, scanId: string, scan: { status: ScanStatus; attempts: number }) {
-  if (!runnerStatuses.includes(scan.status)) {
+  if (!isClaimed(scan.status)) {
     throw conflict(`Scan ${scanId} is ${scan.status}; reports for it are refused`, { status: scan.status });
   }
   if (scan.attempts !== principal.attempt) {
@@ -197,27 +188,24 @@ async function asCurrentRunner<T>(
   deps: ExecutionDeps,
   principal: Principal,
   scanId: string,
-  work: (tx: Prisma.TransactionClient) => Promise<T>,
+  work: (writes: ScanWrites) => Promise<T>,
 ): Promise<T> {
   requireRunnerOf(principal, scanId);
-  const { result, started } = await deps.prisma.$transaction(async (tx) => {
-    const [row] = await tx.$queryRaw<{ status: ScanStatus; attempts: number }[]>`
+  return writeScans(deps, async (writes) => {
+    const [row] = await writes.tx.$queryRaw<{ status: ScanStatus; attempts: number }[]>`
       SELECT status, attempts FROM "Scan" WHERE id = ${scanId} FOR UPDATE`;
     if (!row) throw notFound("Scan", scanId);
     refuseSupersededRunner(principal, scanId, row);
-    const started =
-      row.status === "STARTING"
-        ? await transitionInTransaction(tx, {
-            scanId,
-            to: "RUNNING",
-            from: ["STARTING"],
-            event: { kind: "STATE", code: "RUNNING", message: "The runner reported before its worker's launch report", data: { by: "runner" } },
-          })
-        : undefined;
-    return { result: await work(tx), started };
+    if (row.status === "STARTING") {
+      await writes.transition({
+        scanId,
+        to: "RUNNING",
+        from: ["STARTING"],
+        event: { kind: "STATE", code: "RUNNING", message: "The runner reported before its worker's launch report", data: { by: "runner" } },
+      });
+    }
+    return work(writes);
   });
-  if (started) publishTransition(deps.pubsub, started);
-  return result;
 }
 
 export interface ReportedEvent {
@@ -235,7 +223,7 @@ export async function appendRunnerEvents(deps: ExecutionDeps, principal: Princip
     message: event.message.slice(0, 4000),
     data: (event.data ?? undefined) as Prisma.InputJsonValue | undefined,
   }));
-  return asCurrentRunner(deps, principal, scanId, (tx) => appendScanEvents(tx, scanId, inputs));
+  return asCurrentRunner(deps, principal, scanId, (writes) => writes.appendEvents(scanId, inputs));
 }
 
 export interface ReportedFinding {
@@ -257,7 +245,7 @@ export async function addRunnerFindings(deps: ExecutionDeps, principal: Principa
     if (finding.fingerprint.length === 0 || finding.fingerprint.length > 200) throw badUserInput("Finding fingerprint must be 1 to 200 characters");
   }
   const unique = [...new Map(findings.map((finding) => [finding.fingerprint, finding])).values()];
-  return asCurrentRunner(deps, principal, scanId, async (tx) => {
+  return asCurrentRunner(deps, principal, scanId, async ({ tx }) => {
     const { count } = await tx.finding.createMany({
       data: unique.map((finding) => ({
         scanId,
@@ -319,9 +307,7 @@ function progressSnapshot(report: ProgressReport, now: Date): ScanProgressSnapsh
 export async function reportScanProgress(deps: ExecutionDeps, principal: Principal, scanId: string, report: ProgressReport) {
   const now = new Date();
   const progress = progressSnapshot(report, now);
-  const scan = await asCurrentRunner(deps, principal, scanId, (tx) =>
-    tx.scan.update({ where: { id: scanId }, data: { lastHeartbeatAt: now, progress: { ...progress } }, select: { workspaceId: true } }),
-  );
+  const scan = await asCurrentRunner(deps, principal, scanId, (writes) => writes.recordProgress(scanId, { ...progress }, now));
   deps.pubsub.publish("scanProgress", { scanId, workspaceId: scan.workspaceId, progress });
   return progress;
 }
@@ -337,8 +323,9 @@ export async function completeScan(deps: ExecutionDeps, principal: Principal, sc
   const failed = completion.status === "FAILED";
   const errorCode = failed ? (completion.errorCode?.slice(0, 100) ?? "SCAN_FAILED") : null;
   const errorMessage = failed ? (completion.errorMessage?.slice(0, 4000) ?? "The scan failed") : null;
-  const result = await asCurrentRunner(deps, principal, scanId, async (tx) =>
-    transitionInTransaction(tx, {
+  // asCurrentRunner holds the row lock and saw the scan RUNNING (or moved it there): the transition applies.
+  const result = await asCurrentRunner(deps, principal, scanId, (writes) =>
+    writes.transition({
       scanId,
       to: completion.status,
       from: ["RUNNING"],
@@ -348,8 +335,6 @@ export async function completeScan(deps: ExecutionDeps, principal: Principal, sc
         : { kind: "STATE", code: "SUCCEEDED", message: "Scan finished" },
     }),
   );
-  // asCurrentRunner holds the row lock and saw the scan RUNNING (or moved it there): the transition applies.
-  publishTransition(deps.pubsub, result!);
   return result!.scan;
 }
 

@@ -1,27 +1,23 @@
 /**
- * The one door through which a scan's status changes. Each change is a
- * compare-and-set on the current status (so two actors can never both win),
- * appends its event in the same transaction, and publishes scanStateChanged
- * after commit.
+ * The one door through which a Scan row is written: its creation with its
+ * first event, single and bulk status changes, events appended without a
+ * change, the runner's progress, the task id and the stale-scan warning.
+ * Each status change is a compare-and-set on the current status (so two actors
+ * can never both win), appends its event in the same transaction, and is
+ * published on scanStateChanged by this module after commit, never by its
+ * caller: work that must share a transaction with other rows (the quota lock,
+ * a claim, a runner's findings) runs in `writeScans`, which publishes what the
+ * transaction changed once it has committed.
  */
 import type { PrismaClient } from "../db/client.ts";
 import { conflict, notFound } from "../../shared/errors.ts";
 import { Prisma, type Scan, type ScanEvent, type ScanStatus } from "../generated/prisma/client.ts";
 import type { VegaPubSub } from "../pubsub.ts";
+import { canTransition, finishedStatuses, legalSources } from "../../shared/scan-status.ts";
 
-/** The state machine, read in one glance: from each status, where a scan may go. */
-export const scanTransitions: Record<ScanStatus, readonly ScanStatus[]> = {
-  QUEUED: ["STARTING", "CANCELLED", "FAILED"],
-  // STARTING → QUEUED: an orphaned claim (its worker died) goes back to the queue.
-  STARTING: ["RUNNING", "QUEUED", "FAILED", "CANCELLED"],
-  RUNNING: ["SUCCEEDED", "FAILED", "CANCELLED"],
-  SUCCEEDED: [],
-  FAILED: [],
-  CANCELLED: [],
-};
-
-export const activeStatuses: readonly ScanStatus[] = ["QUEUED", "STARTING", "RUNNING"];
-export const finishedStatuses: readonly ScanStatus[] = ["SUCCEEDED", "FAILED", "CANCELLED"];
+// The state machine and the status lists live on the ground floor (shared/scan-status.ts), so the
+// schema, the worker and the runner read the same table; this module applies it.
+export { activeStatuses, finishedStatuses, scanTransitions } from "../../shared/scan-status.ts";
 
 export interface EventInput {
   kind: "STATE" | "PROGRESS" | "LOG" | "WARNING" | "ERROR";
@@ -69,7 +65,7 @@ const timestampsFor = (to: ScanStatus, now: Date): Prisma.ScanUpdateManyMutation
  * that is a conflict or nothing to do.
  */
 export async function transitionInTransaction(tx: Tx, request: TransitionRequest, now = new Date()): Promise<TransitionResult | undefined> {
-  const allowedFrom = (request.from ?? legalSources(request.to)).filter((status) => scanTransitions[status].includes(request.to));
+  const allowedFrom = (request.from ?? legalSources(request.to)).filter((status) => canTransition(status, request.to));
   const { workerId, ...columns } = request.set ?? {};
   // Read the status we move from under the row lock that the update takes.
   const before = await tx.$queryRaw<{ status: ScanStatus }[]>`
@@ -103,11 +99,7 @@ function asObject(value: Prisma.InputJsonValue | undefined): Record<string, unkn
   return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 }
 
-function legalSources(to: ScanStatus): ScanStatus[] {
-  return (Object.keys(scanTransitions) as ScanStatus[]).filter((status) => scanTransitions[status].includes(to));
-}
-
-export function publishTransition(pubsub: VegaPubSub, result: TransitionResult) {
+function publishTransition(pubsub: VegaPubSub, result: TransitionResult) {
   pubsub.publish("scanStateChanged", {
     scanId: result.scan.id,
     workspaceId: result.scan.workspaceId,
@@ -141,9 +133,7 @@ export async function tryTransitionScan(
   deps: { prisma: PrismaClient; pubsub: VegaPubSub },
   request: TransitionRequest,
 ): Promise<TransitionResult | undefined> {
-  const result = await deps.prisma.$transaction((tx) => transitionInTransaction(tx, request));
-  if (result) publishTransition(deps.pubsub, result);
-  return result;
+  return writeScans(deps, (writes) => writes.transition(request));
 }
 
 /** Appends events that do not change the status (progress, logs, warnings), in order. */
@@ -167,6 +157,119 @@ export async function appendScanEvents(tx: Tx, scanId: string, events: EventInpu
   return tx.scanEvent.createManyAndReturn({ data: rows });
 }
 
+/** The Scan writes of one transaction, bound to it; status changes are published after it commits. */
+export interface ScanWrites {
+  /** The transaction, for the rows written with the scan's (findings, the artifact of a submission). */
+  tx: Tx;
+  /** One compare-and-set transition (transitionInTransaction); undefined when the scan moved on. */
+  transition(request: TransitionRequest, now?: Date): Promise<TransitionResult | undefined>;
+  /** Creates a QUEUED scan with its first event (seq 1, a STATE event from null to QUEUED). */
+  createWithFirstEvent(data: NewScan, eventData?: Record<string, unknown>): Promise<TransitionResult>;
+  /** Events that do not change the status, in order (appendScanEvents). */
+  appendEvents(scanId: string, events: EventInput[], now?: Date): Promise<ScanEvent[]>;
+  /** A runner's progress report: Scan.progress and lastHeartbeatAt (what the scan heartbeat TTL is measured from). */
+  recordProgress(scanId: string, progress: Prisma.InputJsonObject, now: Date): Promise<{ workspaceId: string }>;
+  /** The launched task's id of a scan already RUNNING (its runner reported first), with a LOG event. */
+  recordLateTaskId(scanId: string, taskId: string): Promise<void>;
+}
+
+export type NewScan = Pick<Prisma.ScanUncheckedCreateInput, "workspaceId" | "ownerId" | "label" | "sourceArtifactId">;
+
+/**
+ * Runs `work` in one transaction with the Scan writes bound to it, and
+ * publishes the status changes it made once it has committed (none if it
+ * rolled back). `open` is the transaction to run in: a plain one by default,
+ * or one that holds a lock first (the submission's quota lock).
+ */
+export async function writeScans<T>(
+  deps: { prisma: PrismaClient; pubsub: VegaPubSub },
+  work: (writes: ScanWrites) => Promise<T>,
+  open: (body: (tx: Tx) => Promise<T>) => Promise<T> = (body) => deps.prisma.$transaction(body),
+): Promise<T> {
+  let changed: TransitionResult[] = [];
+  const result = await open((tx) => {
+    // A body run again (a retried transaction) publishes only what its last run changed.
+    changed = [];
+    return work(scanWrites(tx, changed));
+  });
+  for (const transition of changed) publishTransition(deps.pubsub, transition);
+  return result;
+}
+
+function scanWrites(tx: Tx, changed: TransitionResult[]): ScanWrites {
+  return {
+    tx,
+    async transition(request, now) {
+      const result = await transitionInTransaction(tx, request, now);
+      if (result) changed.push(result);
+      return result;
+    },
+    async createWithFirstEvent(data, eventData = {}) {
+      const scan = await tx.scan.create({ data: { ...data, status: "QUEUED", lastEventSeq: 1 } });
+      const event = await tx.scanEvent.create({
+        data: {
+          scanId: scan.id,
+          seq: 1,
+          kind: "STATE",
+          code: "QUEUED",
+          message: "Scan is queued",
+          data: { from: null, to: "QUEUED", ...eventData } as Prisma.InputJsonObject,
+          createdAt: scan.createdAt,
+        },
+      });
+      const created = { scan, from: null, event };
+      changed.push(created);
+      return created;
+    },
+    appendEvents: (scanId, events, now) => appendScanEvents(tx, scanId, events, now),
+    recordProgress: (scanId, progress, now) =>
+      tx.scan.update({ where: { id: scanId }, data: { lastHeartbeatAt: now, progress }, select: { workspaceId: true } }),
+    async recordLateTaskId(scanId, taskId) {
+      await tx.scan.update({ where: { id: scanId }, data: { taskId } });
+      await appendScanEvents(tx, scanId, [
+        { kind: "LOG", code: "TASK_STARTED", message: `Runner task ${taskId} started (its runner reported first)`, data: { taskId } },
+      ]);
+    },
+  };
+}
+
+export interface ScanWarning {
+  scanId: string;
+  code: string;
+  message: string;
+  data?: Prisma.InputJsonValue;
+}
+
+/**
+ * One WARNING event per RUNNING scan that has had none (a long-running scan
+ * whose task lives): staleWarnedAt is the compare-and-set, so concurrent
+ * recoverers write one warning. The status does not change: nothing is
+ * published. Answers the ids of the scans warned now.
+ */
+export async function recordScanWarnings(deps: { prisma: PrismaClient }, warnings: ScanWarning[], now = new Date()): Promise<string[]> {
+  if (warnings.length === 0) return [];
+  const byId = new Map(warnings.map((warning) => [warning.scanId, warning]));
+  return deps.prisma.$transaction(async (tx) => {
+    // Locked in id order first, as transitionScansInBulk does, so that concurrent recoverers cannot deadlock.
+    const locked = await tx.$queryRaw<{ id: string }[]>`
+      SELECT id FROM "Scan" WHERE id = ANY(${[...byId.keys()]}::text[]) AND status = 'RUNNING' AND "staleWarnedAt" IS NULL
+      ORDER BY id FOR UPDATE`;
+    if (locked.length === 0) return [];
+    const marked = await tx.$queryRaw<{ id: string; lastEventSeq: number }[]>`
+      UPDATE "Scan" SET "staleWarnedAt" = ${now}, "lastEventSeq" = "lastEventSeq" + 1, "updatedAt" = ${now}
+      WHERE id = ANY(${locked.map((row) => row.id)}::text[]) AND status = 'RUNNING' AND "staleWarnedAt" IS NULL
+      RETURNING id, "lastEventSeq"`;
+    if (marked.length === 0) return [];
+    await tx.scanEvent.createMany({
+      data: marked.map((row) => {
+        const warning = byId.get(row.id)!;
+        return { scanId: row.id, seq: row.lastEventSeq, kind: "WARNING", code: warning.code, message: warning.message, data: warning.data ?? Prisma.JsonNull, createdAt: now };
+      }),
+    });
+    return marked.map((row) => row.id);
+  });
+}
+
 export interface BulkTransitionItem {
   scanId: string;
   errorCode?: string | null;
@@ -188,7 +291,7 @@ export async function transitionScansInBulk(
   now = new Date(),
 ): Promise<{ scanId: string; event: ScanEvent }[]> {
   if (items.length === 0) return [];
-  if (!scanTransitions[from].includes(to)) throw new Error(`${from} → ${to} is not a scan transition`);
+  if (!canTransition(from, to)) throw new Error(`${from} → ${to} is not a scan transition`);
   const byId = new Map(items.map((item) => [item.scanId, item]));
   const finished = finishedStatuses.includes(to);
   const requeued = to === "QUEUED";

@@ -13,19 +13,20 @@ import { eventsInOrder, findingsBySeverity } from "./loaders.ts";
 import { prismaPage, readPage, toConnection, type Keyset, type PageArgs } from "./pagination.ts";
 import { vegaVersion } from "../../shared/version.ts";
 import { buildSarif, type SarifExecution } from "./sarif.ts";
-import { activeStatuses, transitionScan } from "./scan-state.ts";
+import { activeStatuses } from "../../shared/scan-status.ts";
+import { transitionScan } from "./scan-state.ts";
 import { resolveMemberWorkspace } from "./users.ts";
+import { maySee } from "./visibility.ts";
 
 type ReadContext = Pick<Context, "deps" | "loaders" | "viewer">;
 
-async function canSee(ctx: ReadContext, scan: Scan): Promise<boolean> {
-  const viewer = ctx.viewer;
-  if (!viewer) return false;
-  if (viewer.isOperator) return true;
-  if (viewer.principal.scope === "runner") return viewer.principal.scanId === scan.id;
-  if (!viewer.user) return false;
-  const workspaces = await ctx.loaders.memberWorkspaceIds.load(viewer.user.id);
-  return workspaces.has(scan.workspaceId);
+/** The visibility rule (visibility.ts) for a scan: a runner sees its own scan, whatever the state of its claim. */
+function canSee(ctx: ReadContext, scan: Scan): Promise<boolean> {
+  return maySee(
+    ctx.viewer,
+    { workspaceId: scan.workspaceId, ofRunnerScan: (scanId) => scanId === scan.id },
+    async (userId, workspaceId) => (await ctx.loaders.memberWorkspaceIds.load(userId)).has(workspaceId),
+  );
 }
 
 export async function getVisibleScan(ctx: ReadContext, scanId: string): Promise<Scan> {

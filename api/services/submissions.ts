@@ -10,7 +10,7 @@ import { badUserInput, sourceTooLarge } from "../../shared/errors.ts";
 import { inspectArchive } from "../hardening/archive-inspection.ts";
 import { archiveLimitsOf } from "../../shared/archive-rules.ts";
 import { withActiveScanQuota } from "./quota.ts";
-import { publishTransition } from "./scan-state.ts";
+import { writeScans } from "./scan-state.ts";
 import type { StoredUpload } from "./uploads.ts";
 import { resolveMemberWorkspace } from "./users.ts";
 
@@ -46,37 +46,31 @@ export async function submitScan(
   const storageKey = await deps.artifacts.commit(upload.tempPath, "sources");
   uploads.delete(upload.placeholder);
   try {
-    const { scan, event } = await withActiveScanQuota(deps.prisma, deps.config, user.id, async (tx) => {
-      const artifact = await tx.artifact.create({
-        data: {
-          kind: "SOURCE",
-          workspaceId,
-          ownerId: user.id,
-          storageKey,
-          fileName: upload.fileName,
-          sizeBytes: BigInt(upload.sizeBytes),
-          sha256: upload.sha256,
-          entryCount: inspection.entryCount,
-          uncompressedBytes: BigInt(inspection.uncompressedBytes),
-        },
-      });
-      const created = await tx.scan.create({
-        data: { status: "QUEUED", workspaceId, ownerId: user.id, label, sourceArtifactId: artifact.id, lastEventSeq: 1 },
-      });
-      const queuedEvent = await tx.scanEvent.create({
-        data: {
-          scanId: created.id,
-          seq: 1,
-          kind: "STATE",
-          code: "QUEUED",
-          message: "Scan is queued",
-          data: { from: null, to: "QUEUED", entries: inspection.entryCount, sizeBytes: upload.sizeBytes },
-          createdAt: created.createdAt,
-        },
-      });
-      return { scan: created, event: queuedEvent };
-    });
-    publishTransition(deps.pubsub, { scan, from: null, event });
+    // The scan and its first event are written through scan-state's door, inside the quota lock's
+    // transaction; the door publishes scanStateChanged once that transaction has committed.
+    const { scan } = await writeScans(
+      deps,
+      async (writes) => {
+        const artifact = await writes.tx.artifact.create({
+          data: {
+            kind: "SOURCE",
+            workspaceId,
+            ownerId: user.id,
+            storageKey,
+            fileName: upload.fileName,
+            sizeBytes: BigInt(upload.sizeBytes),
+            sha256: upload.sha256,
+            entryCount: inspection.entryCount,
+            uncompressedBytes: BigInt(inspection.uncompressedBytes),
+          },
+        });
+        return writes.createWithFirstEvent(
+          { workspaceId, ownerId: user.id, label, sourceArtifactId: artifact.id },
+          { entries: inspection.entryCount, sizeBytes: upload.sizeBytes },
+        );
+      },
+      (body) => withActiveScanQuota(deps.prisma, deps.config, user.id, body),
+    );
     return { scan };
   } catch (error) {
     await deps.artifacts.delete(storageKey);

@@ -11,6 +11,7 @@
  */
 import type { Deps } from "../context.ts";
 import type { Worker } from "../generated/prisma/client.ts";
+import { staleWorkerCutoff, staleWorkerWhere } from "./worker-staleness.ts";
 import { publishWorkerEvent } from "./workers.ts";
 
 /**
@@ -25,12 +26,11 @@ type SweepDeps = Pick<Deps, "prisma" | "pubsub" | "config" | "log">;
 
 /** One sweep: marks and reports the live workers whose last heartbeat is older than the TTL. Answers those reported. */
 export async function reportStaleWorkers(deps: SweepDeps, now = new Date()): Promise<Worker[]> {
-  const heardBefore = new Date(now.getTime() - deps.config.workerHeartbeatTtlSeconds * 1000);
   const reported = await deps.prisma.$transaction(async (tx) => {
     // $executeRaw: $queryRaw cannot deserialize the void this function returns.
     await tx.$executeRaw`SELECT pg_advisory_xact_lock(${WORKER_SWEEP_LOCK.namespace}::int4, ${WORKER_SWEEP_LOCK.key}::int4)`;
     return tx.worker.updateManyAndReturn({
-      where: { deregisteredAt: null, staleReportedAt: null, lastHeartbeatAt: { lt: heardBefore } },
+      where: { deregisteredAt: null, staleReportedAt: null, ...staleWorkerWhere(staleWorkerCutoff(deps.config, now)) },
       data: { staleReportedAt: now },
     });
   });

@@ -21,6 +21,7 @@ import type { Deps } from "../context.ts";
 import { badUserInput, conflict, forbidden, notFound } from "../../shared/errors.ts";
 import type { Worker } from "../generated/prisma/client.ts";
 import type { VegaPubSub, WorkerEventKind, WorkerSnapshot } from "../pubsub.ts";
+import { freshWorkerWhere, staleWorkerCutoff } from "./worker-staleness.ts";
 
 /**
  * Lifetime of the worker-session token registerWorker answers. A worker runs
@@ -67,11 +68,8 @@ export function publishWorkerEvent(pubsub: VegaPubSub, kind: WorkerEventKind, wo
   return snapshot;
 }
 
-/** How long ago the worker last beat, and whether that is past VEGA_WORKER_HEARTBEAT_TTL_SECONDS. Computed when read. */
-export function workerLiveness(lastHeartbeatAt: string | Date, ttlSeconds: number, now = Date.now()) {
-  const elapsedMs = Math.max(0, now - new Date(lastHeartbeatAt).getTime());
-  return { secondsSinceHeartbeat: Math.floor(elapsedMs / 1000), stale: elapsedMs > ttlSeconds * 1000 };
-}
+// The staleness rule lives in worker-staleness.ts; the registry's readers keep importing it from here.
+export { workerLiveness } from "./worker-staleness.ts";
 
 const MAX_TEXT = 200;
 
@@ -178,9 +176,9 @@ export async function listWorkers(
   deps: Pick<Deps, "prisma"> & { config: Pick<Config, "workerHeartbeatTtlSeconds"> },
   options: { includeStale: boolean },
 ): Promise<WorkerSnapshot[]> {
-  const freshSince = new Date(Date.now() - deps.config.workerHeartbeatTtlSeconds * 1000);
+  const cutoff = staleWorkerCutoff(deps.config, new Date());
   const rows = await deps.prisma.worker.findMany({
-    where: { deregisteredAt: null, ...(options.includeStale ? {} : { lastHeartbeatAt: { gt: freshSince } }) },
+    where: { deregisteredAt: null, ...(options.includeStale ? {} : freshWorkerWhere(cutoff)) },
     orderBy: [{ name: "asc" }, { startedAt: "asc" }, { id: "asc" }],
   });
   return rows.map(workerSnapshot);

@@ -18,11 +18,8 @@
  * they hold. A task is not adopted: its runner's token is of an earlier claim.
  * If that check cannot be made (ListTasks keeps failing), nothing is launched.
  *
- * Task states: PROVISIONING, PENDING and ACTIVATING are PENDING; STOPPED is
- * STOPPED; everything between RUNNING and STOPPED (DEACTIVATING, STOPPING,
- * DEPROVISIONING) stays RUNNING, because the runner may still be writing its
- * last events until the container has exited. A task ECS no longer knows (it
- * forgets stopped tasks after about an hour) is MISSING.
+ * Task states are read as ecs-tasks.ts says (taskStateOf); a task ECS no longer
+ * knows (it forgets stopped tasks after about an hour) is MISSING.
  *
  * Configuration comes from the caller and the SDK's own chain: region from
  * `region` or AWS_REGION/profile, the default credential chain, and
@@ -36,11 +33,11 @@ import {
   ListTasksCommand,
   RunTaskCommand,
   StopTaskCommand,
-  type CapacityProviderStrategyItem,
   type Failure,
   type RunTaskCommandInput,
   type Task,
 } from "@aws-sdk/client-ecs";
+import { containerOf, ecsPlacement, parseCapacityProviders, taskStateOf } from "./ecs-tasks.ts";
 import { LaunchFailedError, type LaunchRequest, type LaunchResult, type Launcher, type TaskState, type TaskStatus } from "../../shared/launcher.ts";
 
 /** The part of a pino logger the launchers use. */
@@ -88,6 +85,9 @@ const STOP_REASON_MAX = 255;
 const TAG_VALUE_MAX = 256;
 const DESCRIBE_TASKS_MAX = 100;
 
+// Kept importable from here: tests and callers read the launcher's ECS rules through this module.
+export { parseCapacityProviders, taskStateOf } from "./ecs-tasks.ts";
+
 const silentLogger: LauncherLogger = { info() {}, warn() {}, error() {} };
 
 /**
@@ -108,32 +108,6 @@ export function startedByFor(scanId: string): string {
 
 /** Tag values allow 256 letters, digits, spaces and `_ . : / = + - @`: anything else becomes "_". */
 const tagValue = (value: string) => value.replace(/[^\p{L}\p{Z}\p{N}_.:/=+@-]/gu, "_").slice(0, TAG_VALUE_MAX);
-
-/** Parses "FARGATE_SPOT:3,FARGATE:1:1"-style entries; an entry without a weight weighs 1. */
-export function parseCapacityProviders(entries: string[]): CapacityProviderStrategyItem[] {
-  return entries.map((entry) => {
-    const [name, weight = "1", base, ...rest] = entry.split(":").map((part) => part.trim());
-    const isCount = (value: string) => /^\d+$/.test(value);
-    if (!name || rest.length > 0 || !isCount(weight) || (base !== undefined && !isCount(base))) {
-      throw new Error(`capacity provider ${JSON.stringify(entry)} is not NAME[:weight[:base]] (e.g. FARGATE_SPOT:3 or FARGATE:1:1)`);
-    }
-    return { capacityProvider: name, weight: Number(weight), ...(base !== undefined ? { base: Number(base) } : {}) };
-  });
-}
-
-/** How a task's lastStatus reads to the worker (see the module comment for the STOPPING choice). */
-export function taskStateOf(lastStatus: string | undefined): TaskState {
-  switch (lastStatus) {
-    case "PROVISIONING":
-    case "PENDING":
-    case "ACTIVATING":
-      return "PENDING";
-    case "STOPPED":
-      return "STOPPED";
-    default:
-      return "RUNNING";
-  }
-}
 
 const RETRYABLE_ERROR_NAMES = new Set([
   "ThrottlingException",
@@ -215,18 +189,7 @@ export function createEcsLauncher(options: EcsLauncherOptions): Launcher {
     ...(cluster ? { cluster } : {}),
     taskDefinition: options.taskDefinition,
     count: 1,
-    ...(capacityProviderStrategy.length > 0 ? { capacityProviderStrategy } : { launchType: options.launchType }),
-    ...(options.subnets.length > 0
-      ? {
-          networkConfiguration: {
-            awsvpcConfiguration: {
-              subnets: options.subnets,
-              ...(options.securityGroups.length > 0 ? { securityGroups: options.securityGroups } : {}),
-              assignPublicIp: options.assignPublicIp ? "ENABLED" : "DISABLED",
-            },
-          },
-        }
-      : {}),
+    ...ecsPlacement({ ...options, capacityProviderStrategy }),
     // The task definition's command is already `vega runner`: only the environment is per scan.
     // Overrides are visible to anyone allowed ecs:DescribeTasks; the runner token is short-lived
     // and bound to this one scan, which is what makes that acceptable.
@@ -432,8 +395,7 @@ export function createEcsLauncher(options: EcsLauncherOptions): Launcher {
   function statusOf(taskId: string, task: Task): TaskStatus {
     const state = taskStateOf(task.lastStatus);
     if (state !== "STOPPED") return { taskId, state };
-    const containers = task.containers ?? [];
-    const runner = containers.find((c) => c.name === options.containerName) ?? (containers.length === 1 ? containers[0] : undefined);
+    const runner = containerOf(task, options.containerName);
     // A container that never started (CannotPullContainerError, …) has no exit code, only a reason.
     const containerReason =
       runner?.reason && runner.reason !== task.stoppedReason ? `${task.stoppedReason ? " " : ""}(${runner.name}: ${runner.reason})` : "";

@@ -19,6 +19,7 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ArchiveLimits } from "../../shared/archive-rules.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { isClaimed } from "../../shared/scan-status.ts";
 import { ApiRequestError, createApiClient, type ApiClient } from "../api-client.ts";
 import {
   AddFindingsDocument,
@@ -159,7 +160,7 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
 
   try {
     const { scan } = await report(log, "reading the scan", () => api.request(RunnerScanDocument, { id: scanId }));
-    if (!["STARTING", "RUNNING"].includes(scan.status)) {
+    if (!isClaimed(scan.status)) {
       log.info({ status: scan.status }, "the scan is no longer active; nothing to run");
       return "ABANDONED";
     }

@@ -17,7 +17,7 @@
  */
 import { stat } from "node:fs/promises";
 import { Prisma } from "../../generated/prisma/client.ts";
-import { finishedStatuses } from "../../services/scan-state.ts";
+import { finishedStatuses } from "../../../shared/scan-status.ts";
 import {
   CLEANUP_BATCH_SIZE,
   FILE_CONCURRENCY,

@@ -7,14 +7,14 @@
  * is what stale-scan recovery checks.
  */
 import type { Prisma } from "../../generated/prisma/client.ts";
+import { staleWorkerCutoff, staleWorkerWhere } from "../../services/worker-staleness.ts";
 import { CLEANUP_BATCH_SIZE, type CleanupJobContext, type JobTally } from "./job.ts";
 
 export async function pruneGoneWorkers(ctx: CleanupJobContext, tally: JobTally): Promise<void> {
-  const pruneMs = ctx.config.workerPruneSeconds * 1000;
-  const heardBefore = new Date(ctx.now.getTime() - ctx.config.workerHeartbeatTtlSeconds * 1000 - pruneMs);
-  const deregisteredBefore = new Date(ctx.now.getTime() - pruneMs);
+  // Stale for longer than the prune delay: the staleness rule, judged prune-delay seconds ago.
+  const pruneHorizon = new Date(ctx.now.getTime() - ctx.config.workerPruneSeconds * 1000);
   const gone: Prisma.WorkerWhereInput = {
-    OR: [{ lastHeartbeatAt: { lt: heardBefore } }, { deregisteredAt: { lt: deregisteredBefore } }],
+    OR: [staleWorkerWhere(staleWorkerCutoff(ctx.config, pruneHorizon)), { deregisteredAt: { lt: pruneHorizon } }],
     scans: { none: { status: "STARTING" } },
   };
   if (ctx.dryRun) {
