@@ -61,7 +61,7 @@ async function expectRefused(token: string, message: RegExp) {
   const response = await server.gql(VIEWER, {}, token);
   expect(response.status).toBe(401);
   expect(errorCodes(response)).toEqual(["UNAUTHENTICATED"]);
-  expect(response.body.errors[0].message).toMatch(message);
+  expect(response.body.errors?.[0].message).toMatch(message);
   expect(response.body.data ?? null).toBeNull();
 }
 
