@@ -1,4 +1,11 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
+import { testTiers } from "./test/support/test-tiers.ts";
+
+// Test files that use the test database (their imports reach test/support/database.ts) form the
+// "database" project; the others, "plain", give the same result on PGlite and PostgreSQL, so CI's
+// PostgreSQL pass runs `--project database` only. `npm test` runs both.
+const tiers = testTiers(fileURLToPath(new URL(".", import.meta.url)));
 
 export default defineConfig({
   resolve: {
@@ -7,7 +14,6 @@ export default defineConfig({
     alias: [{ find: /^graphql$/, replacement: "graphql/index.js" }],
   },
   test: {
-    include: ["test/**/*.test.ts"],
     // Each file starts its own server and database; two cores run two files at once.
     pool: "forks",
     maxWorkers: 2,
@@ -15,5 +21,10 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Tests that spawn `vega` processes read this to find the binary.
     env: { VEGA_LOG_LEVEL: "warn" },
+    projects: [
+      // One migrated template database per run, copied for each test database.
+      { extends: true, test: { name: "database", include: tiers.database, globalSetup: ["test/support/global-setup.ts"] } },
+      { extends: true, test: { name: "plain", include: tiers.plain } },
+    ],
   },
 });

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../shared/config.ts";
 import { openDatabase } from "../api/db/client.ts";
 import { createApp } from "../api/server.ts";
+import { insertScan } from "./support/fixtures.ts";
 import { errorCodes, startTestServer, TEST_JWT_SECRET, type TestServer } from "./support/server.ts";
 
 let server: TestServer;
@@ -21,20 +22,30 @@ const post = (body: string, headers: Record<string, string> = {}) =>
   });
 
 describe("GraphQL operation limits refuse abusive queries with 400 before execution", () => {
-  it("refuses a query nested 20 levels deep", async () => {
-    let selection = "id";
-    for (let level = 0; level < 20; level++) selection = `viewer { workspaces { owner { ${selection} } } }`.replace("viewer { workspaces { owner", "workspaces { owner");
-    const query = `{ viewer { ${selection} } }`;
-    const response = await server.gql(query, {}, token);
+  /** A valid query `pairs` × (sessions → workspace) deep: Workspace.sessions and Session.workspace make a cycle. */
+  const nested = (pairs: number) => `{ viewer { workspaces { ${"sessions { workspace { ".repeat(pairs)}id${" } }".repeat(pairs)} } } }`;
+
+  it("refuses a query nested 20 levels deep (a valid one, refused by the depth limit)", async () => {
+    // Within the limit (VEGA_GRAPHQL_MAX_DEPTH 12) the same shape runs: the query itself is fine.
+    const within = await server.gql(nested(4), {}, token);
+    expect(within.status).toBe(200);
+    expect(within.body.errors).toBeUndefined();
+    const response = await server.gql(nested(9), {}, token);
     expect(response.status).toBe(400);
+    expect(errorCodes(response)).toEqual(["BAD_USER_INPUT"]);
+    expect(response.body.errors?.[0].message).toMatch(/depth limit of 12 exceeded, found 2\d/);
     expect(response.body.data).toBeUndefined();
   });
 
-  it("refuses 1,000 aliases", async () => {
-    const query = `{ ${Array.from({ length: 1000 }, (_, index) => `a${index}: viewer { id }`).join(" ")} }`;
-    const response = await server.gql(query, {}, token);
+  it("refuses more aliases than VEGA_GRAPHQL_MAX_ALIASES (31 of 30), far under the token limit", async () => {
+    const aliased = (count: number) => `{ ${Array.from({ length: count }, (_, index) => `a${index}: viewer { id }`).join(" ")} }`;
+    const within = await server.gql(aliased(30), {}, token);
+    expect(within.status).toBe(200);
+    expect(within.body.errors).toBeUndefined();
+    const response = await server.gql(aliased(31), {}, token);
     expect(response.status).toBe(400);
     expect(errorCodes(response)).toContain("BAD_USER_INPUT");
+    expect(response.body.errors?.[0].message).toMatch(/Aliases limit of 30 exceeded, found 31/);
     expect(response.body.data).toBeUndefined();
   });
 
@@ -63,12 +74,19 @@ describe("request bodies", () => {
   });
 
   it("refuses a form post (a cross-site request a browser would send without preflight)", async () => {
+    const form = "query=%7B%20viewer%20%7B%20id%20%7D%20%7D";
     const response = await fetch(server.graphqlUrl, {
       method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
-      body: "query=%7B%20viewer%20%7B%20id%20%7D%20%7D",
+      headers: { "content-type": "application/x-www-form-urlencoded", authorization: `Bearer ${token}` },
+      body: form,
     });
     expect(response.status).toBe(400);
+    const body = await response.json();
+    expect(body.errors[0].extensions.code).toBe("BAD_USER_INPUT");
+    expect(body.data).toBeUndefined();
+    // The same operation as JSON runs: the form encoding is what is refused.
+    const json = await post(JSON.stringify({ query: "{ viewer { id } }" }));
+    expect(json.status).toBe(200);
   });
 
   it("echoes the caller's request id, or issues one", async () => {
@@ -79,10 +97,21 @@ describe("request bodies", () => {
   });
 
   it("refuses `first` over 100 or below 0 rather than cutting the page silently", async () => {
+    // More rows than the cap, so that a cut page would show: 100 come back, and the rest on the next page.
+    const prisma = server.app.deps.prisma;
+    const { sourceArtifactId, workspaceId } = await insertScan(prisma, { ownerId: "alice", status: "SUCCEEDED", events: 0 });
+    await prisma.scan.createMany({
+      data: Array.from({ length: 100 }, () => ({ ownerId: "alice", workspaceId, sourceArtifactId, status: "SUCCEEDED" as const, finishedAt: new Date() })),
+    });
+    const page = await server.gql("{ scans(first: 100) { edges { node { id } } pageInfo { hasNextPage } } }", {}, token);
+    expect(page.body.data.scans.edges).toHaveLength(100);
+    expect(page.body.data.scans.pageInfo.hasNextPage).toBe(true);
     for (const first of [101, 1000, -1]) {
       const response = await server.gql("query ($first: Int) { scans(first: $first) { edges { node { id } } } }", { first }, token);
       expect(response.status).toBe(400);
       expect(errorCodes(response)).toEqual(["BAD_USER_INPUT"]);
+      expect(response.body.errors?.[0].message).toMatch(/first/);
+      expect(response.body.data ?? null).toBeNull();
     }
   });
 });

@@ -94,7 +94,17 @@ describe("the open-session limit", () => {
     const owner = await server.token("uma");
     const viewer = await server.gql("{ viewer { workspaces { id } } }", {}, owner);
     const session = await server.gql(CREATE, { w: viewer.body.data.viewer.workspaces[0].id }, owner);
-    const other = await server.gql("mutation ($id: ID!) { closeSession(id: $id) { id } }", { id: session.body.data.createSession.id }, await server.token("vic"));
+    const id = session.body.data.createSession.id;
+    const CLOSE = "mutation ($id: ID!) { closeSession(id: $id) { id closedAt } }";
+    const openSessions = async () =>
+      (await server.gql("{ viewer { workspaces { sessions { id } } } }", {}, owner)).body.data.viewer.workspaces[0].sessions.map((open: { id: string }) => open.id);
+    const other = await server.gql(CLOSE, { id }, await server.token("vic"));
     expect(other.body.errors?.[0].extensions?.code).toBe("NOT_FOUND");
+    // The stranger's attempt left it open; its own user closes it.
+    expect(await openSessions()).toContain(id);
+    const closed = await server.gql(CLOSE, { id }, owner);
+    expect(closed.body.errors).toBeUndefined();
+    expect(closed.body.data.closeSession).toMatchObject({ id, closedAt: expect.any(String) });
+    expect(await openSessions()).not.toContain(id);
   });
 });

@@ -2,7 +2,7 @@ import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startTestServer, type TestServer } from "./support/server.ts";
-import { submitScan } from "./support/uploads.ts";
+import { multipartBody, submitScan, submitScanChunked } from "./support/uploads.ts";
 import {
   buildCorruptCentralDirectoryZip,
   buildDeclaredEntryCountZip,
@@ -65,8 +65,14 @@ describe("submitting a scan", () => {
   });
 
   it("accepts an archive of many entries within the limit", async () => {
-    const response = await submitScan(server, await server.token("alice"), buildManyFilesZip(100));
+    // VEGA_MAX_ARCHIVE_ENTRIES is 100 here: exactly at the limit is within it.
+    const archive = buildManyFilesZip(100);
+    const response = await submitScan(server, await server.token("alice"), archive);
     expect(response.status).toBe(200);
+    const scan = response.body.data.submitScan.scan;
+    expect(scan.status).toBe("QUEUED");
+    const row = await server.app.deps.prisma.scan.findUniqueOrThrow({ where: { id: scan.id }, include: { sourceArtifact: true } });
+    expect(row.sourceArtifact).toMatchObject({ entryCount: 100, sizeBytes: BigInt(archive.length) });
   });
 });
 
@@ -100,21 +106,45 @@ describe("refusals leave nothing behind", () => {
     if (message) expect(response.body.errors[0].message).toMatch(message);
   });
 
-  it("refuses an upload over VEGA_MAX_SOURCE_BYTES cut off mid-stream, leaving no partial file", async () => {
+  it("refuses an upload whose Content-Length is over VEGA_MAX_SOURCE_BYTES before reading its body", async () => {
     before = await counts();
-    // Streamed with no Content-Length, so the limit is found while reading, not from the header.
+    // fetch declares a FormData body's length: the header alone refuses it.
     const oversized = new Blob([new Uint8Array(9 * 1024 * 1024)]);
     const response = await submitScan(server, await server.token("alice"), oversized);
     expect(response.status).toBe(413);
     expect(response.code).toBe("SOURCE_TOO_LARGE");
   });
 
-  it("refuses a multipart request without a preflight header (CSRF)", async () => {
+  it("refuses an upload over VEGA_MAX_SOURCE_BYTES cut off mid-stream, leaving no partial file", async () => {
     before = await counts();
-    const response = await submitScan(server, await server.token("alice"), await buildZip([{ name: "a.ts", data: "x" }]), {
-      headers: { "apollo-require-preflight": "" },
-    });
-    expect(response.status).toBe(400);
+    // Chunked, with no Content-Length: the limit can only be found while the file streams to disk.
+    // 64 MiB offered against a limit of 8 MiB: far more than the socket buffers between the two hold.
+    const offered = 64 * 1024 * 1024;
+    const response = await submitScanChunked(server, await server.token("alice"), offered);
+    expect(response.status).toBe(413);
+    expect(response.code).toBe("SOURCE_TOO_LARGE");
+    // The refusal came while the client was still sending, not after the whole body was read.
+    expect(response.sentBytes).toBeLessThan(offered);
+    // afterEach: no scan, artifact or event, and no file (temporary or stored) is left.
+  });
+
+  it("refuses a multipart request without a preflight header (CSRF), before running it", async () => {
+    before = await counts();
+    const archive = await buildZip([{ name: "a.ts", data: "x" }]);
+    const token = await server.token("alice");
+    // No preflight header at all (a plain cross-site form can send multipart), and one sent empty.
+    const withoutHeader = await fetch(server.graphqlUrl, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: multipartBody(archive) });
+    const withEmptyHeader = await submitScan(server, token, archive, { headers: { "apollo-require-preflight": "" } });
+    for (const response of [{ status: withoutHeader.status, body: await withoutHeader.json() }, withEmptyHeader]) {
+      expect(response.status).toBe(400);
+      expect(response.body.errors[0].extensions.code).toBe("BAD_USER_INPUT");
+      expect(response.body.errors[0].message).toMatch(/CSRF/);
+      expect(response.body.data).toBeUndefined();
+    }
+    // The same request with the header is accepted: the header is what decides.
+    const withHeader = await submitScan(server, token, archive);
+    expect(withHeader.status).toBe(200);
+    before = await counts();
   });
 
   it("refuses an unauthenticated upload with 401 and a workspace the caller is not in with 404", async () => {

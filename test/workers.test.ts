@@ -245,13 +245,19 @@ describe("the registry's events", () => {
   });
 
   it("reports each stale worker once, however many sweeps run at the same time", async () => {
-    const { worker } = (await register("silent")).body.data.registerWorker;
+    const events = await watchWorkerEvents();
+    const { token, worker } = (await register("silent")).body.data.registerWorker;
     await server.app.deps.prisma.worker.update({ where: { id: worker.id }, data: { lastHeartbeatAt: new Date(Date.now() - 3_600_000) } });
+    // Four here, and the test server's own sweeper (every second) racing them.
     const sweeps = await Promise.all([1, 2, 3, 4].map(() => reportStaleWorkers(server.app.deps)));
-    // The sweeper of the test server may have got there first: then no sweep here reports it.
     expect(sweeps.flat().filter((reported) => reported.id === worker.id).length).toBeLessThanOrEqual(1);
     const row = await server.app.deps.prisma.worker.findUniqueOrThrow({ where: { id: worker.id } });
     expect(row.staleReportedAt).not.toBeNull();
+    await events.nextMatching(eventOf(worker.id, "STALE"));
+    // A heartbeat's event comes after every report published before it: once it is in, all of them are.
+    await server.gql(HEARTBEAT, { id: worker.id, draining: false }, token);
+    await events.nextMatching(eventOf(worker.id, "HEARTBEAT"));
+    expect(events.received.filter(eventOf(worker.id, "STALE"))).toHaveLength(1);
   });
 });
 

@@ -37,6 +37,11 @@ export interface DatabaseOptions {
   onQuery?: (sql: string) => void;
   /** What the opener runs, recorded in the data directory's lock ("vega start"). */
   purpose?: string;
+  /**
+   * An in-memory database starts from this dump of a data directory (PGlite's dumpDataDir) instead
+   * of empty: tests migrate one template once and load a copy per database (0.7 s against 2.1 s).
+   */
+  loadDataDir?: Blob;
 }
 
 /** VEGA_DATABASE_URL names a server that does not answer. */
@@ -61,7 +66,7 @@ export async function openDatabase(
 
 async function openPglite(directory: string | undefined, options: DatabaseOptions, lock?: DataDirLock): Promise<Database> {
   if (directory) await mkdir(directory, { recursive: true });
-  const pglite = directory ? new PGlite(directory) : new PGlite();
+  const pglite = directory ? new PGlite(directory) : new PGlite(options.loadDataDir ? { loadDataDir: options.loadDataDir } : {});
   await pglite.waitReady;
   // pglite-prisma-adapter bundles its own copy of driver-adapter-utils: the same
   // interface at run time, a distinct type to the compiler.

@@ -10,9 +10,6 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { signToken, type TokenRequest } from "../../api/auth.ts";
-import { loadConfig } from "../../shared/config.ts";
-import { openDatabase } from "../../api/db/client.ts";
-import { migrate } from "../../api/db/migrate.ts";
 import { startVega, stopProcess } from "./cli.ts";
 import { createPostgresDatabase, postgresTestUrl } from "./database.ts";
 import { TEST_JWT_SECRET } from "./server.ts";
@@ -40,12 +37,7 @@ export interface ServeProcess {
 
 export async function startServeProcess(env: Record<string, string> = {}): Promise<ServeProcess> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-serve-"));
-  const postgres = postgresTestUrl ? await createPostgresDatabase() : undefined;
-  if (postgres) {
-    const database = await openDatabase(loadConfig({ VEGA_DATABASE_URL: postgres.url }));
-    await migrate(database.sql);
-    await database.close();
-  }
+  const postgres = postgresTestUrl ? await createPostgresDatabase({ migrated: true }) : undefined;
   const { child, output } = await startVega(
     ["serve"],
     {

@@ -178,6 +178,10 @@ export function watchSubscriptions(pubsub: VegaPubSub) {
       if ((listening.get(topic) ?? 0) >= count) return Promise.resolve();
       return new Promise((resolve) => waiters.push({ topic, count, resolve }));
     },
+    /** How many streams have started listening on `topic` since the watch began. */
+    started(topic: string): number {
+      return listening.get(topic) ?? 0;
+    },
     restore() {
       pubsub.subscribe = original;
     },
