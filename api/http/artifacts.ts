@@ -19,7 +19,7 @@ export const ARTIFACT_ROUTE = /^\/v1\/artifacts\/([0-9a-f-]{36})$/;
 async function mayRead(deps: Deps, viewer: Viewer, artifact: Artifact): Promise<boolean> {
   if (viewer.isOperator) return true;
   if (viewer.principal.scope === "runner") {
-    const scan = await currentRunnerScan(deps, viewer.principal, viewer.principal.scanId!);
+    const scan = await currentRunnerScan(deps, viewer, viewer.principal.scanId!);
     return scan.sourceArtifactId === artifact.id;
   }
   if (!viewer.user) return false;

@@ -85,7 +85,7 @@ export async function handleMultipartGraphQL(
   }
   if (!viewer?.user) return refuse(viewer ? vegaError("FORBIDDEN", "Only users submit scans") : unauthenticated("A bearer token is required"));
 
-  const quotaRefusal = await checkActiveScanQuota(deps.prisma, deps.config, viewer.user.id).catch((error: unknown) => error);
+  const quotaRefusal = await checkActiveScanQuota(deps, viewer).catch((error: unknown) => error);
   if (quotaRefusal) {
     if (errorCodeOf(quotaRefusal)) return refuse(quotaRefusal as GraphQLError);
     throw quotaRefusal;
@@ -100,7 +100,7 @@ export async function handleMultipartGraphQL(
   try {
     form = await parseMultipart(deps, req, res, async (operations) => {
       const workspaceId = findWorkspaceId(operations.variables);
-      if (workspaceId) await resolveMemberWorkspace(deps.prisma, viewer.user!, workspaceId);
+      if (workspaceId) await resolveMemberWorkspace(deps, viewer, workspaceId);
     });
   } catch (error) {
     if (error instanceof ClientGoneError) return;

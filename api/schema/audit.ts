@@ -20,7 +20,7 @@ builder.objectField(OpsRef, "auditLog", (t) =>
     {
       type: AuditEntryRef,
       description: "The audit log, newest first (`first` or `last` at most 100).",
-      resolve: (_ops, args, ctx) => listAuditEntries(ctx.deps.prisma, args),
+      resolve: (_ops, args, ctx) => listAuditEntries(ctx.deps, args),
     },
     { name: "AuditEntryConnection" },
     { name: "AuditEntryEdge" },

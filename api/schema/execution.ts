@@ -30,7 +30,7 @@ builder.mutationField("claimScans", (t) =>
     description: "Moves up to `max` queued scans, oldest first, to STARTING for this worker (FOR UPDATE SKIP LOCKED).",
     authScopes: { worker: true },
     args: { workerId: t.arg.id({ required: true }), max: t.arg.int({ required: true }) },
-    resolve: (_root, { workerId, max }, ctx) => claimScans(ctx.deps, ctx.viewer!.principal, String(workerId), max),
+    resolve: (_root, { workerId, max }, ctx) => claimScans(ctx.deps, ctx.viewer!, { workerId: String(workerId), max }),
   }),
 );
 
@@ -46,7 +46,7 @@ builder.mutationField("reportScanStarted", (t) =>
       taskId: t.arg.string({ required: true }),
       attempt: t.arg.int({ required: false, description: "The claim this launch is for (ClaimedScan.attempt)." }),
     },
-    resolve: (_root, { scanId, taskId, attempt }, ctx) => reportScanStarted(ctx.deps, ctx.viewer!.principal, String(scanId), taskId, attempt),
+    resolve: (_root, { scanId, taskId, attempt }, ctx) => reportScanStarted(ctx.deps, ctx.viewer!, { scanId: String(scanId), taskId, attempt }),
   }),
 );
 
@@ -60,7 +60,7 @@ builder.mutationField("reportLaunchFailed", (t) =>
       reason: t.arg.string({ required: true }),
       detail: t.arg.string({ required: false }),
     },
-    resolve: (_root, { scanId, reason, detail }, ctx) => reportLaunchFailed(ctx.deps, ctx.viewer!.principal, String(scanId), reason, detail),
+    resolve: (_root, { scanId, reason, detail }, ctx) => reportLaunchFailed(ctx.deps, ctx.viewer!, { scanId: String(scanId), reason, detail }),
   }),
 );
 
@@ -82,12 +82,10 @@ builder.mutationField("appendScanEvents", (t) =>
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), events: t.arg({ type: [ScanEventInput], required: true }) },
     resolve: (_root, { scanId, events }, ctx) =>
-      appendRunnerEvents(
-        ctx.deps,
-        ctx.viewer!.principal,
-        String(scanId),
-        events.map((event) => ({ kind: event.kind, code: event.code, message: event.message, data: event.data })),
-      ),
+      appendRunnerEvents(ctx.deps, ctx.viewer!, {
+        scanId: String(scanId),
+        events: events.map((event) => ({ kind: event.kind, code: event.code, message: event.message, data: event.data })),
+      }),
   }),
 );
 
@@ -117,7 +115,7 @@ builder.mutationField("addFindings", (t) =>
     description: "Adds findings to the runner's own scan, deduplicated by fingerprint (at most 1000 a batch).",
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), findings: t.arg({ type: [FindingInput], required: true }) },
-    resolve: (_root, { scanId, findings }, ctx) => addRunnerFindings(ctx.deps, ctx.viewer!.principal, String(scanId), findings),
+    resolve: (_root, { scanId, findings }, ctx) => addRunnerFindings(ctx.deps, ctx.viewer!, { scanId: String(scanId), findings }),
   }),
 );
 
@@ -141,7 +139,7 @@ builder.mutationField("reportScanProgress", (t) =>
       "report of a STARTING scan moves it to RUNNING. CONFLICT once the scan has ended or was claimed again: stop.",
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: ScanProgressInput, required: true }) },
-    resolve: (_root, { scanId, input }, ctx) => reportScanProgress(ctx.deps, ctx.viewer!.principal, String(scanId), input),
+    resolve: (_root, { scanId, input }, ctx) => reportScanProgress(ctx.deps, ctx.viewer!, { scanId: String(scanId), report: input }),
   }),
 );
 
@@ -163,7 +161,7 @@ builder.mutationField("completeScan", (t) =>
       "cancelled, recovered or claimed again.",
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: CompleteScanInput, required: true }) },
-    resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!.principal, String(scanId), input),
+    resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!, { scanId: String(scanId), completion: input }),
   }),
 );
 
@@ -173,6 +171,6 @@ builder.queryField("assignedScans", (t) =>
     description: "Of the given scans, those claimed by this worker, as they are now (a worker stops the tasks of cancelled ones).",
     authScopes: { worker: true },
     args: { workerId: t.arg.id({ required: true }), ids: t.arg.idList({ required: true }) },
-    resolve: (_root, { workerId, ids }, ctx) => assignedScans(ctx.deps, ctx.viewer!.principal, String(workerId), ids.map(String)),
+    resolve: (_root, { workerId, ids }, ctx) => assignedScans(ctx.deps, ctx.viewer!, { workerId: String(workerId), scanIds: ids.map(String) }),
   }),
 );

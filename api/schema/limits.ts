@@ -52,7 +52,7 @@ const ViewerQuotaRef = builder.objectRef<QuotaStatus>("ViewerQuota").implement({
 builder.objectField(ViewerRef, "quota", (t) =>
   t.field({
     type: ViewerQuotaRef,
-    resolve: (viewer, _args, ctx) => activeScanQuota(ctx.deps.prisma, ctx.deps.config, viewer.id),
+    resolve: (viewer, _args, ctx) => activeScanQuota(ctx.deps, viewer.id),
   }),
 );
 
@@ -64,7 +64,7 @@ const UserQuotaRef = builder.objectRef<QuotaStatus & { userId: string }>("UserQu
     active: t.exposeInt("active"),
     activeScans: t.field({
       type: [ScanRef],
-      resolve: (quota, _args, ctx) => listActiveScans(ctx.deps.prisma, quota.userId),
+      resolve: (quota, _args, ctx) => listActiveScans(ctx.deps, quota.userId),
     }),
   }),
 });
@@ -75,7 +75,7 @@ builder.objectField(OpsRef, "userQuota", (t) =>
     args: { userId: t.arg.id({ required: true }) },
     resolve: async (_ops, { userId }, ctx) => ({
       userId: String(userId),
-      ...(await activeScanQuota(ctx.deps.prisma, ctx.deps.config, String(userId))),
+      ...(await activeScanQuota(ctx.deps, String(userId))),
     }),
   }),
 );

@@ -63,7 +63,7 @@ builder.queryField("recoveryCandidates", (t) =>
     description: "Takes or renews the recovery lease for this worker, and lists what its recovery step should look at.",
     authScopes: { worker: true },
     args: { workerId: t.arg.id({ required: true }) },
-    resolve: (_root, { workerId }, ctx) => recoveryCandidatesForWorker(ctx.deps, ctx.viewer!.principal, String(workerId)),
+    resolve: (_root, { workerId }, ctx) => recoveryCandidatesForWorker(ctx.deps, ctx.viewer!, String(workerId)),
   }),
 );
 
@@ -112,11 +112,9 @@ builder.mutationField("recoverScans", (t) =>
     authScopes: { worker: true },
     args: { workerId: t.arg.id({ required: true }), decisions: t.arg({ type: [RecoveryDecisionInput], required: true }) },
     resolve: (_root, { workerId, decisions }, ctx) =>
-      recoverScansForWorker(
-        ctx.deps,
-        ctx.viewer!.principal,
-        String(workerId),
-        decisions.map((decision) => ({
+      recoverScansForWorker(ctx.deps, ctx.viewer!, {
+        workerId: String(workerId),
+        decisions: decisions.map((decision) => ({
           ...decision,
           scanId: String(decision.scanId),
           task: decision.task
@@ -130,7 +128,7 @@ builder.mutationField("recoverScans", (t) =>
               }
             : undefined,
         })),
-      ),
+      }),
   }),
 );
 

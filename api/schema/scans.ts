@@ -136,7 +136,7 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
     events: t.connection({
       type: ScanEventRef,
       description: "The scan's log in order (`first` or `last` at most 100).",
-      resolve: (scan, args, ctx) => listScanEvents(ctx, scan.id, args),
+      resolve: (scan, args, ctx) => listScanEvents(ctx.loaders, { scanId: scan.id, ...args }),
     }),
     findings: t.connection({
       type: FindingRef,
@@ -145,7 +145,7 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
         ruleId: t.arg.string({ required: false }),
       },
       description: "Most severe first, then by path and line (`first` or `last` at most 100).",
-      resolve: (scan, args, ctx) => listScanFindings(ctx, scan.id, args),
+      resolve: (scan, args, ctx) => listScanFindings(ctx.loaders, { scanId: scan.id, ...args }),
     }),
     findingCounts: t.field({ type: FindingCountsRef, resolve: (scan, _args, ctx) => ctx.loaders.findingCounts.load(scan.id) }),
     sarif: t.field({
@@ -154,7 +154,7 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
         "The findings as a SARIF 2.1.0 log that GitHub code scanning accepts (also at GET /v1/scans/:id/sarif). " +
         "At most 25,000 results. CONFLICT until the scan has SUCCEEDED; a FAILED scan's log holds its partial results " +
         "with `invocations[0].executionSuccessful: false` and the error.",
-      resolve: (scan, _args, ctx) => exportSarif(ctx, scan.id),
+      resolve: (scan, _args, ctx) => exportSarif(ctx.deps, ctx.viewer!, scan.id, ctx.loaders),
     }),
   }),
 });
@@ -165,7 +165,7 @@ builder.queryField("scan", (t) =>
     description: "A scan of a workspace the caller belongs to; any other id answers NOT_FOUND.",
     authScopes: { authenticated: true, runner: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => getVisibleScan(ctx, String(id)),
+    resolve: (_root, { id }, ctx) => getVisibleScan(ctx.loaders, ctx.viewer, String(id)),
   }),
 );
 
@@ -179,14 +179,19 @@ builder.queryField("scans", (t) =>
       workspaceId: t.arg.id({ required: false }),
     },
     resolve: (_root, args, ctx) =>
-      listScans(ctx, ctx.viewer!, {
-        first: args.first,
-        after: args.after,
-        last: args.last,
-        before: args.before,
-        status: args.status,
-        workspaceId: args.workspaceId ? String(args.workspaceId) : null,
-      }),
+      listScans(
+        ctx.deps,
+        ctx.viewer!,
+        {
+          first: args.first,
+          after: args.after,
+          last: args.last,
+          before: args.before,
+          status: args.status,
+          workspaceId: args.workspaceId ? String(args.workspaceId) : null,
+        },
+        ctx.loaders,
+      ),
   }),
 );
 
@@ -196,7 +201,7 @@ builder.mutationField("cancelScan", (t) =>
     description: "Cancels a queued, starting or running scan (its owner or an operator). A finished scan answers CONFLICT.",
     authScopes: { authenticated: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => cancelScan(ctx, ctx.viewer!, String(id)),
+    resolve: (_root, { id }, ctx) => cancelScan(ctx.deps, ctx.viewer!, String(id), ctx.loaders),
   }),
 );
 
@@ -227,11 +232,16 @@ builder.subscriptionField("scanStateChanged", (t) =>
     authScopes: { authenticated: true },
     args: { scanId: t.arg.id({ required: false }), workspaceId: t.arg.id({ required: false }) },
     subscribe: (_root, args, ctx) =>
-      subscribeToScanStateChanges(ctx, {
-        scanId: args.scanId ? String(args.scanId) : undefined,
-        workspaceId: args.workspaceId ? String(args.workspaceId) : undefined,
-      }),
-    resolve: (payload, _args, ctx) => resolveScanStateChange(ctx, payload),
+      subscribeToScanStateChanges(
+        ctx.deps,
+        ctx.viewer!,
+        {
+          scanId: args.scanId ? String(args.scanId) : undefined,
+          workspaceId: args.workspaceId ? String(args.workspaceId) : undefined,
+        },
+        ctx.loaders,
+      ),
+    resolve: (payload, _args, ctx) => resolveScanStateChange(ctx.deps, payload, ctx.loaders),
   }),
 );
 
@@ -242,7 +252,7 @@ const ScanProgressEventRef = builder.objectRef<ScanProgressPayload>("ScanProgres
     scan: t.field({
       type: ScanRef,
       description: "The scan as it is now (read when asked for; the progress alone needs no read).",
-      resolve: (event, _args, ctx) => currentVisibleScan(ctx, event.scanId),
+      resolve: (event, _args, ctx) => currentVisibleScan(ctx.loaders, ctx.viewer, event.scanId),
     }),
   }),
 });
@@ -255,7 +265,7 @@ builder.subscriptionField("scanProgress", (t) =>
       "workspace, or operators for any scan; any other id answers NOT_FOUND.",
     authScopes: { authenticated: true },
     args: { scanId: t.arg.id({ required: true }) },
-    subscribe: (_root, { scanId }, ctx) => subscribeToScanProgress(ctx, String(scanId)),
+    subscribe: (_root, { scanId }, ctx) => subscribeToScanProgress(ctx.deps, ctx.viewer!, String(scanId), ctx.loaders),
     resolve: (payload) => payload,
   }),
 );
@@ -282,10 +292,11 @@ builder.mutationField("submitScan", (t) =>
     authScopes: { authenticated: true },
     args: { input: t.arg({ type: SubmitScanInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      submitScan(ctx.deps, ctx.viewer!, ctx.uploads, {
-        workspaceId: input.workspaceId ? String(input.workspaceId) : null,
-        label: input.label,
-        source: input.source,
-      }),
+      submitScan(
+        ctx.deps,
+        ctx.viewer!,
+        { workspaceId: input.workspaceId ? String(input.workspaceId) : null, label: input.label, source: input.source },
+        ctx.uploads,
+      ),
   }),
 );
