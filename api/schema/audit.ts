@@ -1,7 +1,7 @@
 import type { AuditEntry } from "../generated/prisma/client.ts";
 import { listAuditEntries } from "../services/audit.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 const AuditEntryRef = builder.objectRef<AuditEntry>("AuditEntry").implement({
   description: "One operator action (or workspace membership change): who did what to which object, and when.",

@@ -12,7 +12,7 @@ import {
   type CleanupCounts,
 } from "../services/cleanup.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 const CleanupTriggerEnum = builder.enumType("CleanupTrigger", {
   values: {

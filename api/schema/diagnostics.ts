@@ -1,6 +1,6 @@
 import { diagnose, type Diagnostic } from "../services/diagnostics.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 const DiagnosticCodeEnum = builder.enumType("DiagnosticCode", {
   values: {

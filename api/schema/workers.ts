@@ -1,7 +1,7 @@
 import type { WorkerEventPayload, WorkerSnapshot } from "../pubsub.ts";
 import { deregisterWorker, listWorkers, recordHeartbeat, registerWorker, workerLiveness } from "../services/workers.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 // Worker is backed by a JSON-safe snapshot (not a Prisma row), so a subscription
 // event resolves from its payload alone: no database read per subscriber.
