@@ -24,6 +24,69 @@ const ClaimedScanRef = builder.objectRef<ClaimedScan>("ClaimedScan").implement({
   }),
 });
 
+const ReportedEventKind = builder.enumType("ReportedEventKind", { values: ["PROGRESS", "LOG", "WARNING", "ERROR"] as const });
+
+const AddFindingsPayload = builder.objectRef<{ added: number; duplicates: number }>("AddFindingsPayload").implement({
+  fields: (t) => ({
+    added: t.exposeInt("added"),
+    duplicates: t.exposeInt("duplicates", { description: "Findings whose fingerprint the scan already had." }),
+  }),
+});
+
+const CompletionStatus = builder.enumType("CompletionStatus", { values: ["SUCCEEDED", "FAILED"] as const });
+
+builder.queryField("assignedScans", (t) =>
+  t.field({
+    type: [ScanRef],
+    description: "Of the given scans, those claimed by this worker, as they are now (a worker stops the tasks of cancelled ones).",
+    authScopes: { worker: true },
+    args: { workerId: t.arg.id({ required: true }), ids: t.arg.idList({ required: true }) },
+    resolve: (_root, { workerId, ids }, ctx) => assignedScans(ctx.deps, ctx.viewer!, { workerId: String(workerId), scanIds: ids.map(String) }),
+  }),
+);
+
+const ScanEventInput = builder.inputType("ScanEventInput", {
+  fields: (t) => ({
+    kind: t.field({ type: ReportedEventKind, required: true }),
+    code: t.string({ required: false }),
+    message: t.string({ required: true }),
+    data: t.field({ type: "JSON", required: false }),
+  }),
+});
+
+const FindingInput = builder.inputType("FindingInput", {
+  fields: (t) => ({
+    ruleId: t.string({ required: true }),
+    severity: t.field({ type: SeverityEnum, required: true }),
+    path: t.string({ required: true }),
+    line: t.int({ required: true }),
+    column: t.int({ required: false }),
+    message: t.string({ required: true }),
+    snippet: t.string({ required: false, description: "The line with the secret redacted; never the secret." }),
+    fingerprint: t.string({ required: true, description: "Stable per secret and place: one secret is one finding." }),
+  }),
+});
+
+const ScanProgressInput = builder.inputType("ScanProgressInput", {
+  description: "Counts a phase knows; totals once known. Files and bytes of DOWNLOADING are the archive's, of EXTRACTING its entries, of ANALYZING the files read.",
+  fields: (t) => ({
+    phase: t.field({ type: ScanPhaseEnum, required: true }),
+    filesDone: t.int({ required: false }),
+    filesTotal: t.int({ required: false }),
+    bytesDone: t.field({ type: "BigInt", required: false }),
+    bytesTotal: t.field({ type: "BigInt", required: false }),
+    findings: t.int({ required: true, description: "Findings found so far." }),
+  }),
+});
+
+const CompleteScanInput = builder.inputType("CompleteScanInput", {
+  fields: (t) => ({
+    status: t.field({ type: CompletionStatus, required: true }),
+    errorCode: t.string({ required: false }),
+    errorMessage: t.string({ required: false }),
+  }),
+});
+
 builder.mutationField("claimScans", (t) =>
   t.field({
     type: [ClaimedScanRef],
@@ -64,17 +127,6 @@ builder.mutationField("reportLaunchFailed", (t) =>
   }),
 );
 
-const ReportedEventKind = builder.enumType("ReportedEventKind", { values: ["PROGRESS", "LOG", "WARNING", "ERROR"] as const });
-
-const ScanEventInput = builder.inputType("ScanEventInput", {
-  fields: (t) => ({
-    kind: t.field({ type: ReportedEventKind, required: true }),
-    code: t.string({ required: false }),
-    message: t.string({ required: true }),
-    data: t.field({ type: "JSON", required: false }),
-  }),
-});
-
 builder.mutationField("appendScanEvents", (t) =>
   t.field({
     type: [ScanEventRef],
@@ -89,26 +141,6 @@ builder.mutationField("appendScanEvents", (t) =>
   }),
 );
 
-const FindingInput = builder.inputType("FindingInput", {
-  fields: (t) => ({
-    ruleId: t.string({ required: true }),
-    severity: t.field({ type: SeverityEnum, required: true }),
-    path: t.string({ required: true }),
-    line: t.int({ required: true }),
-    column: t.int({ required: false }),
-    message: t.string({ required: true }),
-    snippet: t.string({ required: false, description: "The line with the secret redacted; never the secret." }),
-    fingerprint: t.string({ required: true, description: "Stable per secret and place: one secret is one finding." }),
-  }),
-});
-
-const AddFindingsPayload = builder.objectRef<{ added: number; duplicates: number }>("AddFindingsPayload").implement({
-  fields: (t) => ({
-    added: t.exposeInt("added"),
-    duplicates: t.exposeInt("duplicates", { description: "Findings whose fingerprint the scan already had." }),
-  }),
-});
-
 builder.mutationField("addFindings", (t) =>
   t.field({
     type: AddFindingsPayload,
@@ -118,18 +150,6 @@ builder.mutationField("addFindings", (t) =>
     resolve: (_root, { scanId, findings }, ctx) => addRunnerFindings(ctx.deps, ctx.viewer!, { scanId: String(scanId), findings }),
   }),
 );
-
-const ScanProgressInput = builder.inputType("ScanProgressInput", {
-  description: "Counts a phase knows; totals once known. Files and bytes of DOWNLOADING are the archive's, of EXTRACTING its entries, of ANALYZING the files read.",
-  fields: (t) => ({
-    phase: t.field({ type: ScanPhaseEnum, required: true }),
-    filesDone: t.int({ required: false }),
-    filesTotal: t.int({ required: false }),
-    bytesDone: t.field({ type: "BigInt", required: false }),
-    bytesTotal: t.field({ type: "BigInt", required: false }),
-    findings: t.int({ required: true, description: "Findings found so far." }),
-  }),
-});
 
 builder.mutationField("reportScanProgress", (t) =>
   t.field({
@@ -143,16 +163,6 @@ builder.mutationField("reportScanProgress", (t) =>
   }),
 );
 
-const CompletionStatus = builder.enumType("CompletionStatus", { values: ["SUCCEEDED", "FAILED"] as const });
-
-const CompleteScanInput = builder.inputType("CompleteScanInput", {
-  fields: (t) => ({
-    status: t.field({ type: CompletionStatus, required: true }),
-    errorCode: t.string({ required: false }),
-    errorMessage: t.string({ required: false }),
-  }),
-});
-
 builder.mutationField("completeScan", (t) =>
   t.field({
     type: ScanRef,
@@ -162,15 +172,5 @@ builder.mutationField("completeScan", (t) =>
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: CompleteScanInput, required: true }) },
     resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!, { scanId: String(scanId), completion: input }),
-  }),
-);
-
-builder.queryField("assignedScans", (t) =>
-  t.field({
-    type: [ScanRef],
-    description: "Of the given scans, those claimed by this worker, as they are now (a worker stops the tasks of cancelled ones).",
-    authScopes: { worker: true },
-    args: { workerId: t.arg.id({ required: true }), ids: t.arg.idList({ required: true }) },
-    resolve: (_root, { workerId, ids }, ctx) => assignedScans(ctx.deps, ctx.viewer!, { workerId: String(workerId), scanIds: ids.map(String) }),
   }),
 );

@@ -32,14 +32,6 @@ OpsRef.implement({
   }),
 });
 
-builder.queryField("ops", (t) =>
-  t.field({
-    type: OpsRef,
-    authScopes: { operator: true },
-    resolve: () => ({}),
-  }),
-);
-
 const ViewerQuotaRef = builder.objectRef<QuotaStatus>("ViewerQuota").implement({
   description: "The caller's active-scan quota: QUEUED + STARTING + RUNNING scans against the limit.",
   fields: (t) => ({
@@ -68,6 +60,14 @@ const UserQuotaRef = builder.objectRef<QuotaStatus & { userId: string }>("UserQu
     }),
   }),
 });
+
+builder.queryField("ops", (t) =>
+  t.field({
+    type: OpsRef,
+    authScopes: { operator: true },
+    resolve: () => ({}),
+  }),
+);
 
 builder.objectField(OpsRef, "userQuota", (t) =>
   t.field({

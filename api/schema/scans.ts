@@ -159,6 +159,40 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
   }),
 });
 
+interface ScanStateChangeShape {
+  scan: Scan;
+  from: string | null;
+  to: string;
+  at: string;
+  event: ScanEvent | null;
+}
+
+const ScanStateChangeRef = builder.objectRef<ScanStateChangeShape>("ScanStateChange").implement({
+  fields: (t) => ({
+    scan: t.field({ type: ScanRef, resolve: (change) => change.scan }),
+    from: t.field({ type: ScanStatusEnum, nullable: true, resolve: (change) => change.from as Scan["status"] | null }),
+    to: t.field({ type: ScanStatusEnum, resolve: (change) => change.to as Scan["status"] }),
+    at: t.field({ type: "DateTime", resolve: (change) => change.at }),
+    event: t.field({ type: ScanEventRef, nullable: true, resolve: (change) => change.event }),
+  }),
+});
+
+const ScanProgressEventRef = builder.objectRef<ScanProgressPayload>("ScanProgressEvent").implement({
+  fields: (t) => ({
+    scanId: t.exposeID("scanId"),
+    progress: t.field({ type: ScanProgressRef, resolve: (event) => event.progress }),
+    scan: t.field({
+      type: ScanRef,
+      description: "The scan as it is now (read when asked for; the progress alone needs no read).",
+      resolve: (event, _args, ctx) => currentVisibleScan(ctx.loaders, ctx.viewer, event.scanId),
+    }),
+  }),
+});
+
+const SubmitScanPayload = builder.objectRef<{ scan: Scan }>("SubmitScanPayload").implement({
+  fields: (t) => ({ scan: t.field({ type: ScanRef, resolve: (payload) => payload.scan }) }),
+});
+
 builder.queryField("scan", (t) =>
   t.field({
     type: ScanRef,
@@ -195,6 +229,14 @@ builder.queryField("scans", (t) =>
   }),
 );
 
+const SubmitScanInput = builder.inputType("SubmitScanInput", {
+  fields: (t) => ({
+    workspaceId: t.id({ required: false, description: "Defaults to the caller's personal workspace." }),
+    label: t.string({ required: false }),
+    source: t.field({ type: "File", required: true, description: "The source archive (zip)." }),
+  }),
+});
+
 builder.mutationField("cancelScan", (t) =>
   t.field({
     type: ScanRef,
@@ -205,23 +247,24 @@ builder.mutationField("cancelScan", (t) =>
   }),
 );
 
-interface ScanStateChangeShape {
-  scan: Scan;
-  from: string | null;
-  to: string;
-  at: string;
-  event: ScanEvent | null;
-}
-
-const ScanStateChangeRef = builder.objectRef<ScanStateChangeShape>("ScanStateChange").implement({
-  fields: (t) => ({
-    scan: t.field({ type: ScanRef, resolve: (change) => change.scan }),
-    from: t.field({ type: ScanStatusEnum, nullable: true, resolve: (change) => change.from as Scan["status"] | null }),
-    to: t.field({ type: ScanStatusEnum, resolve: (change) => change.to as Scan["status"] }),
-    at: t.field({ type: "DateTime", resolve: (change) => change.at }),
-    event: t.field({ type: ScanEventRef, nullable: true, resolve: (change) => change.event }),
+builder.mutationField("submitScan", (t) =>
+  t.field({
+    type: SubmitScanPayload,
+    description:
+      "Queues a scan of an uploaded source archive (GraphQL multipart request). Refused before any work when the " +
+      "active-scan quota is reached (QUOTA_EXCEEDED), the file is too large (SOURCE_TOO_LARGE) or the archive fails " +
+      "inspection (ARCHIVE_TOO_MANY_ENTRIES, ARCHIVE_TOO_LARGE, ARCHIVE_INVALID).",
+    authScopes: { authenticated: true },
+    args: { input: t.arg({ type: SubmitScanInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      submitScan(
+        ctx.deps,
+        ctx.viewer!,
+        { workspaceId: input.workspaceId ? String(input.workspaceId) : null, label: input.label, source: input.source },
+        ctx.uploads,
+      ),
   }),
-});
+);
 
 builder.subscriptionField("scanStateChanged", (t) =>
   t.field({
@@ -245,18 +288,6 @@ builder.subscriptionField("scanStateChanged", (t) =>
   }),
 );
 
-const ScanProgressEventRef = builder.objectRef<ScanProgressPayload>("ScanProgressEvent").implement({
-  fields: (t) => ({
-    scanId: t.exposeID("scanId"),
-    progress: t.field({ type: ScanProgressRef, resolve: (event) => event.progress }),
-    scan: t.field({
-      type: ScanRef,
-      description: "The scan as it is now (read when asked for; the progress alone needs no read).",
-      resolve: (event, _args, ctx) => currentVisibleScan(ctx.loaders, ctx.viewer, event.scanId),
-    }),
-  }),
-});
-
 builder.subscriptionField("scanProgress", (t) =>
   t.field({
     type: ScanProgressEventRef,
@@ -267,36 +298,5 @@ builder.subscriptionField("scanProgress", (t) =>
     args: { scanId: t.arg.id({ required: true }) },
     subscribe: (_root, { scanId }, ctx) => subscribeToScanProgress(ctx.deps, ctx.viewer!, String(scanId), ctx.loaders),
     resolve: (payload) => payload,
-  }),
-);
-
-const SubmitScanInput = builder.inputType("SubmitScanInput", {
-  fields: (t) => ({
-    workspaceId: t.id({ required: false, description: "Defaults to the caller's personal workspace." }),
-    label: t.string({ required: false }),
-    source: t.field({ type: "File", required: true, description: "The source archive (zip)." }),
-  }),
-});
-
-const SubmitScanPayload = builder.objectRef<{ scan: Scan }>("SubmitScanPayload").implement({
-  fields: (t) => ({ scan: t.field({ type: ScanRef, resolve: (payload) => payload.scan }) }),
-});
-
-builder.mutationField("submitScan", (t) =>
-  t.field({
-    type: SubmitScanPayload,
-    description:
-      "Queues a scan of an uploaded source archive (GraphQL multipart request). Refused before any work when the " +
-      "active-scan quota is reached (QUOTA_EXCEEDED), the file is too large (SOURCE_TOO_LARGE) or the archive fails " +
-      "inspection (ARCHIVE_TOO_MANY_ENTRIES, ARCHIVE_TOO_LARGE, ARCHIVE_INVALID).",
-    authScopes: { authenticated: true },
-    args: { input: t.arg({ type: SubmitScanInput, required: true }) },
-    resolve: (_root, { input }, ctx) =>
-      submitScan(
-        ctx.deps,
-        ctx.viewer!,
-        { workspaceId: input.workspaceId ? String(input.workspaceId) : null, label: input.label, source: input.source },
-        ctx.uploads,
-      ),
   }),
 );

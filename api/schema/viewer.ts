@@ -1,4 +1,4 @@
-import type { Membership, User, Workspace } from "../generated/prisma/client.ts";
+import type { User, Workspace } from "../generated/prisma/client.ts";
 import { addWorkspaceMember, createWorkspace } from "../services/users.ts";
 import { builder } from "./builder.ts";
 
@@ -76,5 +76,3 @@ builder.mutationField("addWorkspaceMember", (t) =>
       addWorkspaceMember(ctx.deps, ctx.viewer!, { workspaceId: String(workspaceId), userId: String(userId) }),
   }),
 );
-
-export type { Membership };
