@@ -9,6 +9,8 @@ import { ensureUser, type KnownUser, type SeenUsers } from "./services/users.ts"
 import type { ArtifactStore } from "./services/artifact-store.ts";
 import type { StoredUpload } from "./services/uploads.ts";
 import type { OpenLauncher } from "../shared/launcher.ts";
+import type { CleanupGate } from "./services/cleanup-runs.ts";
+import type { CleanupScheduler } from "./services/cleanup-scheduler.ts";
 
 /** What services need, built once per process and passed in (never imported as globals). */
 export interface Deps {
@@ -24,6 +26,10 @@ export interface Deps {
   artifacts: ArtifactStore;
   /** The configured launcher, for recovery that no worker runs (Mutation.recoverStaleScans, the maintenance task). */
   openLauncher: OpenLauncher;
+  /** This process's cleanup run, if any: excludes a second run in one database session (cleanup-runs.ts). */
+  cleanupGate: CleanupGate;
+  /** The API's scheduled cleanup (started once the server listens; never started by the CLI's tasks). */
+  cleanupScheduler: CleanupScheduler;
 }
 
 export interface Viewer {

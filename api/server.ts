@@ -34,7 +34,8 @@ import { handleOpsRest, OPS_REST_PREFIX } from "./http/ops-rest.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
 import { createVegaPubSub, type RedisStatus } from "./pubsub.ts";
 import { openArtifactStore } from "./services/artifact-store.ts";
-import { startCleanupScheduler } from "./services/cleanup-scheduler.ts";
+import { CleanupGate } from "./services/cleanup-runs.ts";
+import { CleanupScheduler } from "./services/cleanup-scheduler.ts";
 import { SeenUsers } from "./services/users.ts";
 import type { OpenLauncher } from "../shared/launcher.ts";
 import { startWorkerSweeper } from "./services/worker-sweeper.ts";
@@ -96,6 +97,8 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     seenUsers: new SeenUsers(),
     artifacts: await openArtifactStore(config.artifactStoreDir),
     openLauncher: options.openLauncher,
+    cleanupGate: new CleanupGate(),
+    cleanupScheduler: new CleanupScheduler(config.cleanupIntervalSeconds),
   };
   const yoga = createGraphQLHandler(deps);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
@@ -134,7 +137,10 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
         httpServer.listen(port, host, () => {
           httpServer.off("error", refused);
           subscriptions ??= attachSubscriptions(httpServer, yoga, deps);
-          if (background.length === 0) background = [startWorkerSweeper(deps), startCleanupScheduler(deps)];
+          if (background.length === 0) {
+            deps.cleanupScheduler.start(deps);
+            background = [startWorkerSweeper(deps), deps.cleanupScheduler];
+          }
           const address = httpServer.address() as AddressInfo;
           const shownHost = address.address === "0.0.0.0" || address.address === "::" ? "127.0.0.1" : address.address;
           log.info({ port: address.port, host: address.address, database: database.description }, "Vega API listening");
@@ -188,7 +194,7 @@ async function handle(
   const artifact = ARTIFACT_ROUTE.exec(url.pathname);
   if (artifact && (req.method === "GET" || req.method === "HEAD")) return downloadArtifact(deps, req, res, artifact[1]);
   const sarif = SARIF_ROUTE.exec(url.pathname);
-  if (sarif && req.method === "GET") return downloadSarif(deps, req, res, sarif[1], requestId);
+  if (sarif && req.method === "GET") return downloadSarif(deps, req, res, sarif[1]);
   sendJson(res, 404, { errors: [{ message: `No route for ${req.method} ${url.pathname}`, extensions: { code: "NOT_FOUND" } }] });
 }
 

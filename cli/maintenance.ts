@@ -20,7 +20,8 @@ import { createVegaPubSub } from "../api/pubsub.ts";
 import { openArtifactStore } from "../api/services/artifact-store.ts";
 import { recoverStaleScans } from "../api/services/recovery.ts";
 import { createLauncher } from "../worker/launchers/index.ts";
-import { countsOfRun, startCleanup, stopCleanupInProcess, type CleanupJobName } from "../api/services/cleanup.ts";
+import { countsOfRun, type CleanupJobName } from "../api/services/cleanup.ts";
+import { CleanupGate, startCleanup, stopCleanupInProcess } from "../api/services/cleanup-runs.ts";
 import { booleanFlag, parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
 import { EXIT_TIMED_OUT, parseRunRemote, runRemote } from "./run-remote.ts";
 import { cleanupThroughServer, findHoldingServer, recoverThroughServer, type HoldingServer, type ServerCleanupRun } from "./through-server.ts";
@@ -123,7 +124,15 @@ async function cleanupJob(name: string, argv: string[], config: Config, jobNames
   const log = createLogger(config, { service: "vega-maintenance", job: name });
   // With VEGA_REDIS_URL, the API's cleanupRunUpdated subscribers see this run too.
   const { pubsub, close: closePubSub } = createVegaPubSub(config, log);
-  const deps = { config, database, prisma: database.prisma, pubsub, log, artifacts: await openArtifactStore(config.artifactStoreDir) };
+  const deps = {
+    config,
+    database,
+    prisma: database.prisma,
+    pubsub,
+    log,
+    artifacts: await openArtifactStore(config.artifactStoreDir),
+    cleanupGate: new CleanupGate(),
+  };
   const interrupt = () => void stopCleanupInProcess(deps);
   process.once("SIGTERM", interrupt).once("SIGINT", interrupt);
   try {

@@ -1,7 +1,7 @@
 import type { Config } from "../shared/config.ts";
 import { createLogger } from "../shared/logger.ts";
 import { archiveLimitsOf } from "../shared/archive-rules.ts";
-import { runScan } from "../worker/runner/main.ts";
+import { runScan } from "../worker/runner/run-scan.ts";
 import { parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
 
 /**

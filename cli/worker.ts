@@ -7,7 +7,7 @@ import os from "node:os";
 import { signToken } from "../api/auth.ts";
 import { ConfigError, defaultWorkerName, type Config } from "../shared/config.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
-import { Worker, type WorkerSettings } from "../worker/main.ts";
+import { Worker, type WorkerSettings } from "../worker/worker.ts";
 import type { RegistrationRefusedError } from "../worker/heartbeat.ts";
 import { createLauncher } from "../worker/launchers/index.ts";
 import { createRecoveryStep } from "../worker/recovery.ts";

@@ -6,8 +6,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { loadConfig } from "../shared/config.ts";
 import { openDatabase, type Database } from "../api/db/client.ts";
 import type { ScanStatus } from "../api/generated/prisma/client.ts";
-import { cleanupSchedulerOf, scheduledCleanupDueAt } from "../api/services/cleanup-scheduler.ts";
-import { CLEANUP_LOCK, startCleanup, type CleanupDeps, type CleanupRequest } from "../api/services/cleanup.ts";
+import { scheduledCleanupDueAt } from "../api/services/cleanup-scheduler.ts";
+import { CLEANUP_LOCK, CleanupGate, startCleanup, type CleanupDeps, type CleanupRequest } from "../api/services/cleanup-runs.ts";
 import { SeenUsers } from "../api/services/users.ts";
 import { postgresTestUrl } from "./support/database.ts";
 import { ensureUserRow } from "./support/fixtures.ts";
@@ -354,7 +354,8 @@ describe("one cleanup at a time", () => {
     });
     afterEach(() => other.close());
 
-    const otherProcess = (): CleanupDeps => ({ ...server.app.deps, database: other, prisma: other.prisma });
+    // Another process: its own database session and its own in-process gate.
+    const otherProcess = (): CleanupDeps => ({ ...server.app.deps, database: other, prisma: other.prisma, cleanupGate: new CleanupGate() });
 
     it("answers the RUNNING run of the session that holds the lock, and starts once it is released", async () => {
       const holder = new pg.Client({ connectionString: server.db.url });
@@ -491,7 +492,7 @@ describe("the schedule", () => {
     const scheduled = await startTestServer({ ...RETENTION, VEGA_CLEANUP_INTERVAL_SECONDS: "3600" });
     try {
       // The first check runs at start, finds no scheduled run and starts one; idle() waits for it to end.
-      await cleanupSchedulerOf(scheduled.app.deps)!.idle();
+      await scheduled.app.deps.cleanupScheduler.idle();
       const [run, ...others] = await scheduled.app.deps.prisma.cleanupRun.findMany();
       expect(others).toEqual([]);
       expect(run).toMatchObject({ trigger: "SCHEDULE", triggeredBy: null, dryRun: false, status: "SUCCEEDED" });

@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { loadConfig, settings } from "../shared/config.ts";
 import { openDatabase, type Database } from "../api/db/client.ts";
-import { CLEANUP_LOCK } from "../api/services/cleanup.ts";
+import { CLEANUP_LOCK } from "../api/services/cleanup-runs.ts";
 import { childEnv, runVega, summaryOf, type CliResult } from "./support/cli.ts";
 import { createPostgresDatabase, postgresTestUrl } from "./support/database.ts";
 import { startEcsEndpoint, type EcsEndpoint } from "./support/ecs-endpoint.ts";

@@ -25,7 +25,7 @@ import {
   type SarifLog,
 } from "../api/services/sarif.ts";
 import { SECRET_RULES } from "../shared/secret-rules.ts";
-import { scanTree, type SecretFinding } from "../worker/runner/analyzers/secrets.ts";
+import { scanTree, type SecretFinding } from "../worker/runner/analyzers/secrets/analyzer.ts";
 import { plantedSecrets, plantedSecretsTree } from "./support/planted-secrets.ts";
 
 const SCHEMA_PATH = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures", "sarif-schema-2.1.0.json");

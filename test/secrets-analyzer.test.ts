@@ -3,14 +3,10 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SECRET_RULES } from "../shared/secret-rules.ts";
-import {
-  DEFAULT_MAX_FILE_BYTES,
-  redactSecret,
-  scanContent,
-  scanTree,
-  shannonEntropy,
-  type SecretFinding,
-} from "../worker/runner/analyzers/secrets.ts";
+import { DEFAULT_MAX_FILE_BYTES, scanTree } from "../worker/runner/analyzers/secrets/analyzer.ts";
+import { shannonEntropy } from "../worker/runner/analyzers/secrets/credibility.ts";
+import { scanContent, type SecretFinding } from "../worker/runner/analyzers/secrets/file-scanner.ts";
+import { redactSecret } from "../worker/runner/analyzers/secrets/redaction.ts";
 import { expectedFingerprint, plantedSecrets, plantedSecretsTree } from "./support/planted-secrets.ts";
 
 const fixture = plantedSecrets();

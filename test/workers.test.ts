@@ -203,7 +203,7 @@ describe("without a signing key (tokens from a JWKS issuer)", () => {
 
   it("registers without minting a session token", async () => {
     const input = { name: "jwks-worker", host: "h", pid: 1, version: "1", capacity: 1 };
-    const { token, worker } = await registerWorker({ ...server.app.deps, signingKey: undefined }, fleet, input);
+    const { token, worker } = await registerWorker({ ...server.app.deps, signingKey: undefined }, { principal: fleet, isOperator: false, user: null }, input);
     expect(token).toBeNull();
     expect(worker.name).toBe("jwks-worker");
   });

@@ -13,7 +13,7 @@ import {
   ReportScanStartedDocument,
 } from "./generated/graphql.ts";
 import { LaunchFailedError, type Launcher } from "../shared/launcher.ts";
-import type { ScanLoop } from "./main.ts";
+import type { ScanLoop } from "./worker.ts";
 import { isFinished } from "../shared/scan-status.ts";
 
 export interface ScanLoopSettings {

@@ -1,7 +1,7 @@
 /**
  * The embedded database's owner. PGlite is one process's database: two
  * processes opening the same VEGA_DATA_DIR/pglite each run their own copy in
- * memory, and the writes of one vanish (STACK.md). Nothing in PGlite prevents
+ * memory, and the writes of one vanish (docs/decisions.md). Nothing in PGlite prevents
  * the second open, so every open of the data directory first takes
  * VEGA_DATA_DIR/vega.lock, a JSON record of the owner: pid, host, start time,
  * what it runs, and, once a server listens, its URL (how `vega maintenance`

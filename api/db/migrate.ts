@@ -3,8 +3,8 @@
  * own transaction, and records them in `_prisma_migrations` with Prisma's own
  * columns and checksum (sha256 of migration.sql), so that `prisma migrate
  * status` reads the same history. Prisma's `migrate deploy` cannot run here
- * (no schema engine binary offline; adapter-pg fails on real PostgreSQL, see
- * STACK.md), hence this runner.
+ * (no schema engine binary offline; adapter-pg fails on real PostgreSQL: docs/decisions.md),
+ * hence this runner.
  */
 import { createHash, randomUUID } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";

@@ -26,7 +26,7 @@ function mayRead(deps: Deps, viewer: Viewer, artifact: Artifact): Promise<boolea
     viewer,
     {
       workspaceId: artifact.workspaceId,
-      ofRunnerScan: async (scanId) => (await currentRunnerScan(deps, viewer.principal, scanId)).sourceArtifactId === artifact.id,
+      ofRunnerScan: async (scanId) => (await currentRunnerScan(deps, viewer, scanId)).sourceArtifactId === artifact.id,
     },
     membershipIn(deps.prisma),
   );

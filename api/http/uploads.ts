@@ -85,7 +85,7 @@ export async function handleMultipartGraphQL(
   }
   if (!viewer?.user) return refuse(viewer ? vegaError("FORBIDDEN", "Only users submit scans") : unauthenticated("A bearer token is required"));
 
-  const quotaRefusal = await checkActiveScanQuota(deps.prisma, deps.config, viewer.user.id).catch((error: unknown) => error);
+  const quotaRefusal = await checkActiveScanQuota(deps, viewer).catch((error: unknown) => error);
   if (quotaRefusal) {
     if (errorCodeOf(quotaRefusal)) return refuse(quotaRefusal as GraphQLError);
     throw quotaRefusal;
@@ -98,10 +98,10 @@ export async function handleMultipartGraphQL(
 
   let form: ParsedForm;
   try {
-    form = await parseMultipart(deps, req, res, async (operations) => {
+    form = await new MultipartUpload(deps, req, res, async (operations) => {
       const workspaceId = findWorkspaceId(operations.variables);
-      if (workspaceId) await resolveMemberWorkspace(deps.prisma, viewer.user!, workspaceId);
-    });
+      if (workspaceId) await resolveMemberWorkspace(deps, viewer, workspaceId);
+    }).parse();
   } catch (error) {
     if (error instanceof ClientGoneError) return;
     if (error instanceof UploadRefused) return error.closeConnection ? refuseAndClose(res, error.error) : refuse(error.error);
@@ -135,171 +135,202 @@ function findWorkspaceId(variables: Record<string, unknown> | undefined): string
   return undefined;
 }
 
-function parseMultipart(
-  deps: Deps,
-  req: IncomingMessage,
-  res: ServerResponse,
-  beforeFiles: (operations: Operations) => Promise<void>,
-): Promise<ParsedForm> {
-  const { config, artifacts } = deps;
-  if (req.destroyed && !req.complete) return Promise.reject(new ClientGoneError());
-  return new Promise<ParsedForm>((resolve, reject) => {
-    let operations: Operations | undefined;
-    let targets: Map<string, MapTarget[]> | undefined;
-    let ready: Promise<void> | undefined;
-    const uploads = new Map<string, StoredUpload>();
-    const writes: Promise<void>[] = [];
-    const tempPaths: string[] = [];
-    const fileStreams: Readable[] = [];
-    const bodyLimit = config.maxSourceBytes + FORM_OVERHEAD_BYTES;
-    let received = 0;
-    let failed = false;
+/**
+ * One multipart body read into `operations`, `map` and the file, the file
+ * streamed to a temporary file of the store. busboy's events arrive in body
+ * order; each has its method here, and the state they share is the fields.
+ * `parse()` settles once the body is read (or refused; then every temporary
+ * file is removed first).
+ */
+class MultipartUpload {
+  private operations: Operations | undefined;
+  private targets: Map<string, MapTarget[]> | undefined;
+  /** The check `beforeFiles` makes once `map` is read; file parts wait for it. */
+  private ready: Promise<void> | undefined;
+  private readonly uploads = new Map<string, StoredUpload>();
+  private readonly writes: Promise<void>[] = [];
+  private readonly tempPaths: string[] = [];
+  private readonly fileStreams: Readable[] = [];
+  private readonly bodyLimit: number;
+  private received = 0;
+  private failed = false;
+  private parser: busboy.Busboy | undefined;
+  private stopIdleWatch: () => void = () => {};
+  private resolve!: (form: ParsedForm) => void;
+  private reject!: (error: unknown) => void;
 
-    const fail = (error: unknown) => {
-      if (failed) return;
-      failed = true;
-      stopIdleWatch();
-      req.off("data", countBytes);
-      req.unpipe(parser);
-      // A file stream busboy no longer feeds never ends: destroying it fails its pipeline, which closes the file.
-      for (const stream of fileStreams) stream.destroy();
-      Promise.allSettled(writes)
-        .then(() => Promise.all(tempPaths.map((file) => rm(file, { force: true }))))
-        .finally(() => reject(error));
-    };
+  constructor(
+    private readonly deps: Pick<Deps, "config" | "artifacts">,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly beforeFiles: (operations: Operations) => Promise<void>,
+  ) {
+    const { config } = deps;
+    this.bodyLimit = config.maxSourceBytes + FORM_OVERHEAD_BYTES;
+  }
 
-    const parser = busboy({
-      headers: req.headers,
-      limits: { fileSize: config.maxSourceBytes, fieldSize: FORM_OVERHEAD_BYTES, files: 1, fields: 2 },
+  parse(): Promise<ParsedForm> {
+    const { req, res } = this;
+    const { config } = this.deps;
+    if (req.destroyed && !req.complete) return Promise.reject(new ClientGoneError());
+    return new Promise<ParsedForm>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+      const parser = busboy({
+        headers: req.headers,
+        limits: { fileSize: config.maxSourceBytes, fieldSize: FORM_OVERHEAD_BYTES, files: 1, fields: 2 },
+      });
+      this.parser = parser;
+      parser.on("field", (name, value, info) => this.onField(name, value, info));
+      parser.on("file", (fieldName, stream, info) => this.onFile(fieldName, stream, info));
+      parser.on("error", (error: unknown) => this.fail(new UploadRefused(badUserInput(`Malformed multipart body: ${(error as Error).message}`))));
+      parser.on("close", () => this.onClose());
+      req.once("close", () => {
+        if (!req.complete) this.fail(new ClientGoneError());
+      });
+      startReadingBody(req, res);
+      req.pipe(parser);
+      req.on("data", this.countBytes);
+      this.stopIdleWatch = watchBodyIdle(req, config.uploadIdleSeconds, () =>
+        this.fail(new UploadRefused(requestTimeout({ idleSeconds: config.uploadIdleSeconds }), true)),
+      );
     });
+  }
 
-    parser.on("field", (name, value, info) => {
-      if (failed) return;
-      if (info.valueTruncated) return fail(new UploadRefused(badUserInput(`The multipart field \`${name}\` is too large`)));
-      let parsed: unknown;
+  /** The declared length was checked; a body sent without one (chunked) is held to the same bound as it streams. */
+  private readonly countBytes = (chunk: Buffer) => {
+    this.received += chunk.length;
+    if (this.received > this.bodyLimit) this.fail(new UploadRefused(sourceTooLarge({ limit: this.deps.config.maxSourceBytes })));
+  };
+
+  private onField(name: string, value: string, info: busboy.FieldInfo) {
+    if (this.failed) return;
+    if (info.valueTruncated) return this.fail(new UploadRefused(badUserInput(`The multipart field \`${name}\` is too large`)));
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      return this.fail(new UploadRefused(badUserInput(`The multipart field \`${name}\` is not valid JSON`)));
+    }
+    if ((name === "operations" && this.operations) || (name === "map" && this.targets)) {
+      return this.fail(new UploadRefused(badUserInput(`The multipart field \`${name}\` is sent twice`)));
+    }
+    if (name === "operations") {
+      if (!isPlainObject(parsed)) {
+        return this.fail(new UploadRefused(badUserInput("The multipart field `operations` must be one operation, a JSON object (batches are not supported)")));
+      }
+      this.operations = parsed;
+    } else if (name === "map") {
+      if (!this.operations) {
+        return this.fail(new UploadRefused(badUserInput("Multipart requests must send `operations` before `map`, per the GraphQL multipart request spec")));
+      }
       try {
-        parsed = JSON.parse(value);
-      } catch {
-        return fail(new UploadRefused(badUserInput(`The multipart field \`${name}\` is not valid JSON`)));
+        this.targets = readUploadMap(this.operations, parsed);
+      } catch (error) {
+        return this.fail(error);
       }
-      if ((name === "operations" && operations) || (name === "map" && targets)) {
-        return fail(new UploadRefused(badUserInput(`The multipart field \`${name}\` is sent twice`)));
-      }
-      if (name === "operations") {
-        if (!isPlainObject(parsed)) {
-          return fail(new UploadRefused(badUserInput("The multipart field `operations` must be one operation, a JSON object (batches are not supported)")));
-        }
-        operations = parsed;
-      } else if (name === "map") {
-        if (!operations) return fail(new UploadRefused(badUserInput("Multipart requests must send `operations` before `map`, per the GraphQL multipart request spec")));
-        try {
-          targets = readUploadMap(operations, parsed);
-        } catch (error) {
-          return fail(error);
-        }
-        ready = beforeFiles(operations);
-        // Awaited later (by the file part or at close); marked handled now so an early refusal is not an unhandled rejection.
-        ready.catch(() => {});
-      }
-    });
+      this.ready = this.beforeFiles(this.operations);
+      // Awaited later (by the file part or at close); marked handled now so an early refusal is not an unhandled rejection.
+      this.ready.catch(() => {});
+    }
+  }
 
-    parser.on("file", (fieldName, stream, info) => {
-      if (failed) return stream.resume();
-      fileStreams.push(stream);
-      if (!operations || !targets || !ready) {
-        stream.resume();
-        return fail(
-          new UploadRefused(badUserInput("Multipart requests must send `operations` and `map` before the files, per the GraphQL multipart request spec")),
-        );
-      }
-      const fileTargets = targets.get(fieldName);
-      if (!fileTargets) {
-        stream.resume();
-        return fail(new UploadRefused(badUserInput(`The file part \`${fieldName}\` is not named in \`map\``, { field: fieldName })));
-      }
-      const tempPath = artifacts.tempPath("upload");
-      const hash = createHash("sha256");
-      let sizeBytes = 0;
-      const meter = new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          hash.update(chunk);
-          sizeBytes += chunk.length;
-          callback(null, chunk);
-        },
-      });
-      stream.on("limit", () => {
-        // busboy stops at VEGA_MAX_SOURCE_BYTES: the upload is refused and its partial file removed.
-        stream.destroy(new UploadRefused(sourceTooLarge({ limit: config.maxSourceBytes })));
-      });
-      const placeholder = `vega-upload:${fieldName}`;
-      writes.push(
-        ready
-          .then(async () => {
-            // Nothing is created for an upload that failed while membership was checked.
-            if (failed) return;
-            tempPaths.push(tempPath);
-            // Opened here rather than by the stream: a stream destroyed while it is still opening would
-            // create its file after the failure's removal ran. Its close is awaited (the stream closes it).
-            const file = await open(tempPath, "wx");
-            try {
-              await pipeline(stream, meter, file.createWriteStream({ highWaterMark: STREAM_BUFFER_BYTES }));
-            } finally {
-              await file.close();
-            }
-            uploads.set(placeholder, {
-              placeholder,
-              tempPath,
-              fileName: info.filename ?? "source.zip",
-              mimeType: info.mimeType,
-              sizeBytes,
-              sha256: hash.digest("hex"),
-            });
-            for (const target of fileTargets) target.holder[target.key] = placeholder;
-          })
-          .catch((error: unknown) => {
-            stream.resume();
-            fail(wrapRefusal(error));
-          }),
+  private onFile(fieldName: string, stream: Readable, info: busboy.FileInfo) {
+    if (this.failed) return stream.resume();
+    this.fileStreams.push(stream);
+    const { targets, ready } = this;
+    if (!this.operations || !targets || !ready) {
+      stream.resume();
+      return this.fail(
+        new UploadRefused(badUserInput("Multipart requests must send `operations` and `map` before the files, per the GraphQL multipart request spec")),
       );
+    }
+    const fileTargets = targets.get(fieldName);
+    if (!fileTargets) {
+      stream.resume();
+      return this.fail(new UploadRefused(badUserInput(`The file part \`${fieldName}\` is not named in \`map\``, { field: fieldName })));
+    }
+    const { config, artifacts } = this.deps;
+    const tempPath = artifacts.tempPath("upload");
+    const hash = createHash("sha256");
+    let sizeBytes = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        sizeBytes += chunk.length;
+        callback(null, chunk);
+      },
     });
-
-    parser.on("error", (error: unknown) => fail(new UploadRefused(badUserInput(`Malformed multipart body: ${(error as Error).message}`))));
-    parser.on("close", () => {
-      Promise.all([ready, ...writes]).then(
-        () => {
-          if (failed) return;
-          if (!operations || !targets) return fail(new UploadRefused(badUserInput("Multipart requests need `operations` and `map` fields")));
-          const missing = [...targets.keys()].filter((fieldName) => !uploads.has(`vega-upload:${fieldName}`));
-          if (missing.length > 0) {
-            return fail(
-              new UploadRefused(
-                badUserInput(`\`map\` names the file part \`${missing[0]}\`, but the request has no such file part`, { field: missing[0] }),
-              ),
-            );
+    stream.on("limit", () => {
+      // busboy stops at VEGA_MAX_SOURCE_BYTES: the upload is refused and its partial file removed.
+      stream.destroy(new UploadRefused(sourceTooLarge({ limit: config.maxSourceBytes })));
+    });
+    const placeholder = `vega-upload:${fieldName}`;
+    this.writes.push(
+      ready
+        .then(async () => {
+          // Nothing is created for an upload that failed while membership was checked.
+          if (this.failed) return;
+          this.tempPaths.push(tempPath);
+          // Opened here rather than by the stream: a stream destroyed while it is still opening would
+          // create its file after the failure's removal ran. Its close is awaited (the stream closes it).
+          const file = await open(tempPath, "wx");
+          try {
+            await pipeline(stream, meter, file.createWriteStream({ highWaterMark: STREAM_BUFFER_BYTES }));
+          } finally {
+            await file.close();
           }
-          stopIdleWatch();
-          req.off("data", countBytes);
-          resolve({ operations, uploads });
-        },
-        (error: unknown) => fail(wrapRefusal(error)),
-      );
-    });
-
-    // The declared length was checked; a body sent without one (chunked) is held to the same bound as it streams.
-    const countBytes = (chunk: Buffer) => {
-      received += chunk.length;
-      if (received > bodyLimit) fail(new UploadRefused(sourceTooLarge({ limit: config.maxSourceBytes })));
-    };
-    req.once("close", () => {
-      if (!req.complete) fail(new ClientGoneError());
-    });
-    startReadingBody(req, res);
-    req.pipe(parser);
-    req.on("data", countBytes);
-    const stopIdleWatch = watchBodyIdle(req, config.uploadIdleSeconds, () =>
-      fail(new UploadRefused(requestTimeout({ idleSeconds: config.uploadIdleSeconds }), true)),
+          this.uploads.set(placeholder, {
+            placeholder,
+            tempPath,
+            fileName: info.filename ?? "source.zip",
+            mimeType: info.mimeType,
+            sizeBytes,
+            sha256: hash.digest("hex"),
+          });
+          for (const target of fileTargets) target.holder[target.key] = placeholder;
+        })
+        .catch((error: unknown) => {
+          stream.resume();
+          this.fail(wrapRefusal(error));
+        }),
     );
-  });
+  }
+
+  private onClose() {
+    Promise.all([this.ready, ...this.writes]).then(
+      () => {
+        if (this.failed) return;
+        const { operations, targets, uploads } = this;
+        if (!operations || !targets) return this.fail(new UploadRefused(badUserInput("Multipart requests need `operations` and `map` fields")));
+        const missing = [...targets.keys()].filter((fieldName) => !uploads.has(`vega-upload:${fieldName}`));
+        if (missing.length > 0) {
+          return this.fail(
+            new UploadRefused(
+              badUserInput(`\`map\` names the file part \`${missing[0]}\`, but the request has no such file part`, { field: missing[0] }),
+            ),
+          );
+        }
+        this.stopIdleWatch();
+        this.req.off("data", this.countBytes);
+        this.resolve({ operations, uploads });
+      },
+      (error: unknown) => this.fail(wrapRefusal(error)),
+    );
+  }
+
+  private fail(error: unknown) {
+    if (this.failed) return;
+    this.failed = true;
+    this.stopIdleWatch();
+    this.req.off("data", this.countBytes);
+    if (this.parser) this.req.unpipe(this.parser);
+    // A file stream busboy no longer feeds never ends: destroying it fails its pipeline, which closes the file.
+    for (const stream of this.fileStreams) stream.destroy();
+    Promise.allSettled(this.writes)
+      .then(() => Promise.all(this.tempPaths.map((file) => rm(file, { force: true }))))
+      .finally(() => this.reject(error));
+  }
 }
 
 function wrapRefusal(error: unknown): unknown {

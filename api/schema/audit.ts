@@ -1,7 +1,7 @@
 import type { AuditEntry } from "../generated/prisma/client.ts";
 import { listAuditEntries } from "../services/audit.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 const AuditEntryRef = builder.objectRef<AuditEntry>("AuditEntry").implement({
   description: "One operator action (or workspace membership change): who did what to which object, and when.",
@@ -20,7 +20,7 @@ builder.objectField(OpsRef, "auditLog", (t) =>
     {
       type: AuditEntryRef,
       description: "The audit log, newest first (`first` or `last` at most 100).",
-      resolve: (_ops, args, ctx) => listAuditEntries(ctx.deps.prisma, args),
+      resolve: (_ops, args, ctx) => listAuditEntries(ctx.deps, args),
     },
     { name: "AuditEntryConnection" },
     { name: "AuditEntryEdge" },

@@ -1,19 +1,18 @@
-import { notFound } from "../../shared/errors.ts";
 import type { CleanupRun } from "../generated/prisma/client.ts";
-import { cleanupSchedulerOf } from "../services/cleanup-scheduler.ts";
+import { triggerCleanup } from "../services/cleanup-runs.ts";
 import {
   allCleanupJobs,
   cleanupJobEnumValue,
   countsOfRun,
   findCleanupRun,
+  getCleanupRun,
   lastFinishedCleanup,
   listCleanupRuns,
   runningCleanup,
-  triggerCleanup,
   type CleanupCounts,
 } from "../services/cleanup.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 const CleanupTriggerEnum = builder.enumType("CleanupTrigger", {
   values: {
@@ -94,26 +93,26 @@ const CleanupStatusRef = builder.objectRef<Record<string, never>>("CleanupStatus
       type: CleanupRunRef,
       nullable: true,
       description: "The run in progress (one at a time across replicas and CLIs), if any.",
-      resolve: (_status, _args, ctx) => runningCleanup(ctx.deps.prisma),
+      resolve: (_status, _args, ctx) => runningCleanup(ctx.deps),
     }),
     lastRun: t.field({
       type: CleanupRunRef,
       nullable: true,
       description: "The newest run that finished (SUCCEEDED or FAILED).",
-      resolve: (_status, _args, ctx) => lastFinishedCleanup(ctx.deps.prisma),
+      resolve: (_status, _args, ctx) => lastFinishedCleanup(ctx.deps),
     }),
     run: t.field({
       type: CleanupRunRef,
       nullable: true,
       description: "One run by id (null if there is none).",
       args: { id: t.arg.id({ required: true }) },
-      resolve: (_status, args, ctx) => findCleanupRun(ctx.deps.prisma, String(args.id)),
+      resolve: (_status, args, ctx) => findCleanupRun(ctx.deps, String(args.id)),
     }),
     runs: t.connection(
       {
         type: CleanupRunRef,
         description: "Every run, newest first (`first` or `last` at most 100).",
-        resolve: (_status, args, ctx) => listCleanupRuns(ctx.deps.prisma, args),
+        resolve: (_status, args, ctx) => listCleanupRuns(ctx.deps, args),
       },
       { name: "CleanupRunConnection" },
       { name: "CleanupRunEdge" },
@@ -122,7 +121,7 @@ const CleanupStatusRef = builder.objectRef<Record<string, never>>("CleanupStatus
       type: "DateTime",
       nullable: true,
       description: "When the next scheduled run starts (to within a minute); null when VEGA_CLEANUP_INTERVAL_SECONDS is 0.",
-      resolve: async (_status, _args, ctx) => (await cleanupSchedulerOf(ctx.deps)?.nextScheduledAt()) ?? null,
+      resolve: (_status, _args, ctx) => ctx.deps.cleanupScheduler.nextScheduledAt(),
     }),
     intervalSeconds: t.int({
       description: "VEGA_CLEANUP_INTERVAL_SECONDS: 0 when the API does not schedule cleanups.",
@@ -157,10 +156,6 @@ builder.subscriptionField("cleanupRunUpdated", (t) =>
     description: "A cleanup run started or finished (on any replica, with VEGA_REDIS_URL). Operators only.",
     authScopes: { operator: true },
     subscribe: (_root, _args, ctx) => ctx.deps.pubsub.subscribe("cleanupRunUpdated"),
-    resolve: async (payload, _args, ctx) => {
-      const run = await ctx.deps.prisma.cleanupRun.findUnique({ where: { id: payload.cleanupRunId } });
-      if (!run) throw notFound("CleanupRun", payload.cleanupRunId);
-      return run;
-    },
+    resolve: (payload, _args, ctx) => getCleanupRun(ctx.deps, payload.cleanupRunId),
   }),
 );

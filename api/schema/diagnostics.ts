@@ -1,7 +1,6 @@
-import { cleanupSchedulerOf } from "../services/cleanup-scheduler.ts";
 import { diagnose, type Diagnostic } from "../services/diagnostics.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 const DiagnosticCodeEnum = builder.enumType("DiagnosticCode", {
   values: {
@@ -41,6 +40,6 @@ builder.objectField(OpsRef, "diagnostics", (t) =>
   t.field({
     type: [DiagnosticRef],
     description: "The runbook's checks in one query, most severe first; a healthy system answers [].",
-    resolve: (_ops, _args, ctx) => diagnose(ctx.deps, { cleanupScheduledSince: cleanupSchedulerOf(ctx.deps)?.since }),
+    resolve: (_ops, _args, ctx) => diagnose(ctx.deps, { cleanupScheduledSince: ctx.deps.cleanupScheduler.since }),
   }),
 );

@@ -24,13 +24,76 @@ const ClaimedScanRef = builder.objectRef<ClaimedScan>("ClaimedScan").implement({
   }),
 });
 
+const ReportedEventKind = builder.enumType("ReportedEventKind", { values: ["PROGRESS", "LOG", "WARNING", "ERROR"] as const });
+
+const AddFindingsPayload = builder.objectRef<{ added: number; duplicates: number }>("AddFindingsPayload").implement({
+  fields: (t) => ({
+    added: t.exposeInt("added"),
+    duplicates: t.exposeInt("duplicates", { description: "Findings whose fingerprint the scan already had." }),
+  }),
+});
+
+const CompletionStatus = builder.enumType("CompletionStatus", { values: ["SUCCEEDED", "FAILED"] as const });
+
+builder.queryField("assignedScans", (t) =>
+  t.field({
+    type: [ScanRef],
+    description: "Of the given scans, those claimed by this worker, as they are now (a worker stops the tasks of cancelled ones).",
+    authScopes: { worker: true },
+    args: { workerId: t.arg.id({ required: true }), ids: t.arg.idList({ required: true }) },
+    resolve: (_root, { workerId, ids }, ctx) => assignedScans(ctx.deps, ctx.viewer!, { workerId: String(workerId), scanIds: ids.map(String) }),
+  }),
+);
+
+const ScanEventInput = builder.inputType("ScanEventInput", {
+  fields: (t) => ({
+    kind: t.field({ type: ReportedEventKind, required: true }),
+    code: t.string({ required: false }),
+    message: t.string({ required: true }),
+    data: t.field({ type: "JSON", required: false }),
+  }),
+});
+
+const FindingInput = builder.inputType("FindingInput", {
+  fields: (t) => ({
+    ruleId: t.string({ required: true }),
+    severity: t.field({ type: SeverityEnum, required: true }),
+    path: t.string({ required: true }),
+    line: t.int({ required: true }),
+    column: t.int({ required: false }),
+    message: t.string({ required: true }),
+    snippet: t.string({ required: false, description: "The line with the secret redacted; never the secret." }),
+    fingerprint: t.string({ required: true, description: "Stable per secret and place: one secret is one finding." }),
+  }),
+});
+
+const ScanProgressInput = builder.inputType("ScanProgressInput", {
+  description: "Counts a phase knows; totals once known. Files and bytes of DOWNLOADING are the archive's, of EXTRACTING its entries, of ANALYZING the files read.",
+  fields: (t) => ({
+    phase: t.field({ type: ScanPhaseEnum, required: true }),
+    filesDone: t.int({ required: false }),
+    filesTotal: t.int({ required: false }),
+    bytesDone: t.field({ type: "BigInt", required: false }),
+    bytesTotal: t.field({ type: "BigInt", required: false }),
+    findings: t.int({ required: true, description: "Findings found so far." }),
+  }),
+});
+
+const CompleteScanInput = builder.inputType("CompleteScanInput", {
+  fields: (t) => ({
+    status: t.field({ type: CompletionStatus, required: true }),
+    errorCode: t.string({ required: false }),
+    errorMessage: t.string({ required: false }),
+  }),
+});
+
 builder.mutationField("claimScans", (t) =>
   t.field({
     type: [ClaimedScanRef],
     description: "Moves up to `max` queued scans, oldest first, to STARTING for this worker (FOR UPDATE SKIP LOCKED).",
     authScopes: { worker: true },
     args: { workerId: t.arg.id({ required: true }), max: t.arg.int({ required: true }) },
-    resolve: (_root, { workerId, max }, ctx) => claimScans(ctx.deps, ctx.viewer!.principal, String(workerId), max),
+    resolve: (_root, { workerId, max }, ctx) => claimScans(ctx.deps, ctx.viewer!, { workerId: String(workerId), max }),
   }),
 );
 
@@ -46,7 +109,7 @@ builder.mutationField("reportScanStarted", (t) =>
       taskId: t.arg.string({ required: true }),
       attempt: t.arg.int({ required: false, description: "The claim this launch is for (ClaimedScan.attempt)." }),
     },
-    resolve: (_root, { scanId, taskId, attempt }, ctx) => reportScanStarted(ctx.deps, ctx.viewer!.principal, String(scanId), taskId, attempt),
+    resolve: (_root, { scanId, taskId, attempt }, ctx) => reportScanStarted(ctx.deps, ctx.viewer!, { scanId: String(scanId), taskId, attempt }),
   }),
 );
 
@@ -60,20 +123,9 @@ builder.mutationField("reportLaunchFailed", (t) =>
       reason: t.arg.string({ required: true }),
       detail: t.arg.string({ required: false }),
     },
-    resolve: (_root, { scanId, reason, detail }, ctx) => reportLaunchFailed(ctx.deps, ctx.viewer!.principal, String(scanId), reason, detail),
+    resolve: (_root, { scanId, reason, detail }, ctx) => reportLaunchFailed(ctx.deps, ctx.viewer!, { scanId: String(scanId), reason, detail }),
   }),
 );
-
-const ReportedEventKind = builder.enumType("ReportedEventKind", { values: ["PROGRESS", "LOG", "WARNING", "ERROR"] as const });
-
-const ScanEventInput = builder.inputType("ScanEventInput", {
-  fields: (t) => ({
-    kind: t.field({ type: ReportedEventKind, required: true }),
-    code: t.string({ required: false }),
-    message: t.string({ required: true }),
-    data: t.field({ type: "JSON", required: false }),
-  }),
-});
 
 builder.mutationField("appendScanEvents", (t) =>
   t.field({
@@ -82,34 +134,12 @@ builder.mutationField("appendScanEvents", (t) =>
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), events: t.arg({ type: [ScanEventInput], required: true }) },
     resolve: (_root, { scanId, events }, ctx) =>
-      appendRunnerEvents(
-        ctx.deps,
-        ctx.viewer!.principal,
-        String(scanId),
-        events.map((event) => ({ kind: event.kind, code: event.code, message: event.message, data: event.data })),
-      ),
+      appendRunnerEvents(ctx.deps, ctx.viewer!, {
+        scanId: String(scanId),
+        events: events.map((event) => ({ kind: event.kind, code: event.code, message: event.message, data: event.data })),
+      }),
   }),
 );
-
-const FindingInput = builder.inputType("FindingInput", {
-  fields: (t) => ({
-    ruleId: t.string({ required: true }),
-    severity: t.field({ type: SeverityEnum, required: true }),
-    path: t.string({ required: true }),
-    line: t.int({ required: true }),
-    column: t.int({ required: false }),
-    message: t.string({ required: true }),
-    snippet: t.string({ required: false, description: "The line with the secret redacted; never the secret." }),
-    fingerprint: t.string({ required: true, description: "Stable per secret and place: one secret is one finding." }),
-  }),
-});
-
-const AddFindingsPayload = builder.objectRef<{ added: number; duplicates: number }>("AddFindingsPayload").implement({
-  fields: (t) => ({
-    added: t.exposeInt("added"),
-    duplicates: t.exposeInt("duplicates", { description: "Findings whose fingerprint the scan already had." }),
-  }),
-});
 
 builder.mutationField("addFindings", (t) =>
   t.field({
@@ -117,21 +147,9 @@ builder.mutationField("addFindings", (t) =>
     description: "Adds findings to the runner's own scan, deduplicated by fingerprint (at most 1000 a batch).",
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), findings: t.arg({ type: [FindingInput], required: true }) },
-    resolve: (_root, { scanId, findings }, ctx) => addRunnerFindings(ctx.deps, ctx.viewer!.principal, String(scanId), findings),
+    resolve: (_root, { scanId, findings }, ctx) => addRunnerFindings(ctx.deps, ctx.viewer!, { scanId: String(scanId), findings }),
   }),
 );
-
-const ScanProgressInput = builder.inputType("ScanProgressInput", {
-  description: "Counts a phase knows; totals once known. Files and bytes of DOWNLOADING are the archive's, of EXTRACTING its entries, of ANALYZING the files read.",
-  fields: (t) => ({
-    phase: t.field({ type: ScanPhaseEnum, required: true }),
-    filesDone: t.int({ required: false }),
-    filesTotal: t.int({ required: false }),
-    bytesDone: t.field({ type: "BigInt", required: false }),
-    bytesTotal: t.field({ type: "BigInt", required: false }),
-    findings: t.int({ required: true, description: "Findings found so far." }),
-  }),
-});
 
 builder.mutationField("reportScanProgress", (t) =>
   t.field({
@@ -141,19 +159,9 @@ builder.mutationField("reportScanProgress", (t) =>
       "report of a STARTING scan moves it to RUNNING. CONFLICT once the scan has ended or was claimed again: stop.",
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: ScanProgressInput, required: true }) },
-    resolve: (_root, { scanId, input }, ctx) => reportScanProgress(ctx.deps, ctx.viewer!.principal, String(scanId), input),
+    resolve: (_root, { scanId, input }, ctx) => reportScanProgress(ctx.deps, ctx.viewer!, { scanId: String(scanId), report: input }),
   }),
 );
-
-const CompletionStatus = builder.enumType("CompletionStatus", { values: ["SUCCEEDED", "FAILED"] as const });
-
-const CompleteScanInput = builder.inputType("CompleteScanInput", {
-  fields: (t) => ({
-    status: t.field({ type: CompletionStatus, required: true }),
-    errorCode: t.string({ required: false }),
-    errorMessage: t.string({ required: false }),
-  }),
-});
 
 builder.mutationField("completeScan", (t) =>
   t.field({
@@ -163,16 +171,6 @@ builder.mutationField("completeScan", (t) =>
       "cancelled, recovered or claimed again.",
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: CompleteScanInput, required: true }) },
-    resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!.principal, String(scanId), input),
-  }),
-);
-
-builder.queryField("assignedScans", (t) =>
-  t.field({
-    type: [ScanRef],
-    description: "Of the given scans, those claimed by this worker, as they are now (a worker stops the tasks of cancelled ones).",
-    authScopes: { worker: true },
-    args: { workerId: t.arg.id({ required: true }), ids: t.arg.idList({ required: true }) },
-    resolve: (_root, { workerId, ids }, ctx) => assignedScans(ctx.deps, ctx.viewer!.principal, String(workerId), ids.map(String)),
+    resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!, { scanId: String(scanId), completion: input }),
   }),
 );

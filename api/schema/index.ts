@@ -2,7 +2,7 @@ import { lexicographicSortSchema, printSchema } from "graphql";
 import { builder } from "./builder.ts";
 import "./viewer.ts";
 import "./scans.ts";
-import "./limits.ts";
+import "./ops.ts";
 import "./workers.ts";
 import "./sessions.ts";
 import "./cleanup.ts";

@@ -10,10 +10,13 @@ const RecoveryAction = builder.enumType("RecoveryAction", {
     WARN: { description: "One warning event; the scan keeps running." },
   } as const,
 });
+
 const RecoveryExpectedStatus = builder.enumType("RecoveryExpectedStatus", { values: ["RUNNING", "STARTING"] as const });
+
 const RecoveryCode = builder.enumType("RecoveryCode", {
   values: ["RUNNER_EXITED", "RUNNER_HUNG", "SCAN_TIMEOUT", "STALE_SCAN", "STALE_SCAN_TASK_ALIVE", "ATTEMPTS_EXHAUSTED", "ORPHANED_CLAIM"] as const,
 });
+
 const TaskState = builder.enumType("TaskState", { values: ["PENDING", "RUNNING", "STOPPED", "MISSING"] as const });
 
 const RunningCandidateRef = builder
@@ -57,13 +60,46 @@ const RecoveryCandidatesRef = builder.objectRef<Awaited<ReturnType<typeof recove
   }),
 });
 
+const RecoveryOutcomeRef = builder.objectRef<RecoveryOutcome>("RecoveryOutcome").implement({
+  fields: (t) => ({
+    scanId: t.exposeID("scanId"),
+    code: t.exposeString("code"),
+    action: t.field({ type: RecoveryAction, resolve: (outcome) => outcome.action }),
+    applied: t.exposeBoolean("applied", { description: "False when another recoverer, or the runner, got there first, or when refused." }),
+    refused: t.exposeString("refused", {
+      nullable: true,
+      description: "Why the API refused the decision: the scan is held by a live worker and is not overdue. Refusals are audited.",
+    }),
+  }),
+});
+
+const RecoveryDecisionRef = builder.objectRef<RecoveryDecision>("RecoveryDecision").implement({
+  fields: (t) => ({
+    scanId: t.exposeID("scanId"),
+    action: t.field({ type: RecoveryAction, resolve: (decision) => decision.action }),
+    code: t.field({ type: RecoveryCode, resolve: (decision) => decision.code }),
+    reason: t.exposeString("reason"),
+    taskState: t.field({ type: TaskState, nullable: true, resolve: (decision) => decision.task?.state ?? null }),
+  }),
+});
+
+const RecoverySweepRef = builder.objectRef<RecoverySweep>("RecoverySweep").implement({
+  fields: (t) => ({
+    dryRun: t.exposeBoolean("dryRun"),
+    runningScansChecked: t.int({ resolve: (sweep) => sweep.candidates.running }),
+    orphanedClaimsFound: t.int({ resolve: (sweep) => sweep.candidates.orphaned }),
+    decisions: t.field({ type: [RecoveryDecisionRef], resolve: (sweep) => sweep.decisions }),
+    applied: t.int({ resolve: (sweep) => sweep.outcomes.filter((outcome) => outcome.applied).length }),
+  }),
+});
+
 builder.queryField("recoveryCandidates", (t) =>
   t.field({
     type: RecoveryCandidatesRef,
     description: "Takes or renews the recovery lease for this worker, and lists what its recovery step should look at.",
     authScopes: { worker: true },
     args: { workerId: t.arg.id({ required: true }) },
-    resolve: (_root, { workerId }, ctx) => recoveryCandidatesForWorker(ctx.deps, ctx.viewer!.principal, String(workerId)),
+    resolve: (_root, { workerId }, ctx) => recoveryCandidatesForWorker(ctx.deps, ctx.viewer!, String(workerId)),
   }),
 );
 
@@ -89,19 +125,6 @@ const RecoveryDecisionInput = builder.inputType("RecoveryDecisionInput", {
   }),
 });
 
-const RecoveryOutcomeRef = builder.objectRef<RecoveryOutcome>("RecoveryOutcome").implement({
-  fields: (t) => ({
-    scanId: t.exposeID("scanId"),
-    code: t.exposeString("code"),
-    action: t.field({ type: RecoveryAction, resolve: (outcome) => outcome.action }),
-    applied: t.exposeBoolean("applied", { description: "False when another recoverer, or the runner, got there first, or when refused." }),
-    refused: t.exposeString("refused", {
-      nullable: true,
-      description: "Why the API refused the decision: the scan is held by a live worker and is not overdue. Refusals are audited.",
-    }),
-  }),
-});
-
 builder.mutationField("recoverScans", (t) =>
   t.field({
     type: [RecoveryOutcomeRef],
@@ -112,11 +135,9 @@ builder.mutationField("recoverScans", (t) =>
     authScopes: { worker: true },
     args: { workerId: t.arg.id({ required: true }), decisions: t.arg({ type: [RecoveryDecisionInput], required: true }) },
     resolve: (_root, { workerId, decisions }, ctx) =>
-      recoverScansForWorker(
-        ctx.deps,
-        ctx.viewer!.principal,
-        String(workerId),
-        decisions.map((decision) => ({
+      recoverScansForWorker(ctx.deps, ctx.viewer!, {
+        workerId: String(workerId),
+        decisions: decisions.map((decision) => ({
           ...decision,
           scanId: String(decision.scanId),
           task: decision.task
@@ -130,29 +151,9 @@ builder.mutationField("recoverScans", (t) =>
               }
             : undefined,
         })),
-      ),
+      }),
   }),
 );
-
-const RecoveryDecisionRef = builder.objectRef<RecoveryDecision>("RecoveryDecision").implement({
-  fields: (t) => ({
-    scanId: t.exposeID("scanId"),
-    action: t.field({ type: RecoveryAction, resolve: (decision) => decision.action }),
-    code: t.field({ type: RecoveryCode, resolve: (decision) => decision.code }),
-    reason: t.exposeString("reason"),
-    taskState: t.field({ type: TaskState, nullable: true, resolve: (decision) => decision.task?.state ?? null }),
-  }),
-});
-
-const RecoverySweepRef = builder.objectRef<RecoverySweep>("RecoverySweep").implement({
-  fields: (t) => ({
-    dryRun: t.exposeBoolean("dryRun"),
-    runningScansChecked: t.int({ resolve: (sweep) => sweep.candidates.running }),
-    orphanedClaimsFound: t.int({ resolve: (sweep) => sweep.candidates.orphaned }),
-    decisions: t.field({ type: [RecoveryDecisionRef], resolve: (sweep) => sweep.decisions }),
-    applied: t.int({ resolve: (sweep) => sweep.outcomes.filter((outcome) => outcome.applied).length }),
-  }),
-});
 
 builder.mutationField("recoverStaleScans", (t) =>
   t.field({

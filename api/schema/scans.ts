@@ -134,7 +134,7 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
     events: t.connection({
       type: ScanEventRef,
       description: "The scan's log in order (`first` or `last` at most 100).",
-      resolve: (scan, args, ctx) => listScanEvents(ctx, scan.id, args),
+      resolve: (scan, args, ctx) => listScanEvents(ctx.loaders, { scanId: scan.id, ...args }),
     }),
     findings: t.connection({
       type: FindingRef,
@@ -143,7 +143,7 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
         ruleId: t.arg.string({ required: false }),
       },
       description: "Most severe first, then by path and line (`first` or `last` at most 100).",
-      resolve: (scan, args, ctx) => listScanFindings(ctx, scan.id, args),
+      resolve: (scan, args, ctx) => listScanFindings(ctx.loaders, { scanId: scan.id, ...args }),
     }),
     findingCounts: t.field({ type: FindingCountsRef, resolve: (scan, _args, ctx) => ctx.loaders.findingCounts.load(scan.id) }),
     sarif: t.field({
@@ -152,51 +152,10 @@ export const ScanRef = builder.objectRef<Scan>("Scan").implement({
         "The findings as a SARIF 2.1.0 log that GitHub code scanning accepts (also at GET /v1/scans/:id/sarif). " +
         "At most 25,000 results. CONFLICT until the scan has SUCCEEDED; a FAILED scan's log holds its partial results " +
         "with `invocations[0].executionSuccessful: false` and the error.",
-      resolve: (scan, _args, ctx) => exportSarif(ctx, scan.id),
+      resolve: (scan, _args, ctx) => exportSarif(ctx.deps, ctx.viewer!, scan.id, ctx.loaders),
     }),
   }),
 });
-
-builder.queryField("scan", (t) =>
-  t.field({
-    type: ScanRef,
-    description: "A scan of a workspace the caller belongs to; any other id answers NOT_FOUND.",
-    authScopes: { authenticated: true, runner: true },
-    args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => getVisibleScan(ctx, String(id)),
-  }),
-);
-
-builder.queryField("scans", (t) =>
-  t.connection({
-    type: ScanRef,
-    description: "The caller's scans, newest first (`first` or `last` at most 100).",
-    authScopes: { authenticated: true },
-    args: {
-      status: t.arg({ type: [ScanStatusEnum], required: false }),
-      workspaceId: t.arg.id({ required: false }),
-    },
-    resolve: (_root, args, ctx) =>
-      listScans(ctx, ctx.viewer!, {
-        first: args.first,
-        after: args.after,
-        last: args.last,
-        before: args.before,
-        status: args.status,
-        workspaceId: args.workspaceId ? String(args.workspaceId) : null,
-      }),
-  }),
-);
-
-builder.mutationField("cancelScan", (t) =>
-  t.field({
-    type: ScanRef,
-    description: "Cancels a queued, starting or running scan (its owner or an operator). A finished scan answers CONFLICT.",
-    authScopes: { authenticated: true },
-    args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => cancelScan(ctx, ctx.viewer!, String(id)),
-  }),
-);
 
 interface ScanStateChangeShape {
   scan: Scan;
@@ -216,23 +175,6 @@ const ScanStateChangeRef = builder.objectRef<ScanStateChangeShape>("ScanStateCha
   }),
 });
 
-builder.subscriptionField("scanStateChanged", (t) =>
-  t.field({
-    type: ScanStateChangeRef,
-    description:
-      "Every status change of one scan, of one workspace's scans, or (neither given) of every scan the caller may see. " +
-      "Members of the scan's workspace, or operators for any scan.",
-    authScopes: { authenticated: true },
-    args: { scanId: t.arg.id({ required: false }), workspaceId: t.arg.id({ required: false }) },
-    subscribe: (_root, args, ctx) =>
-      subscribeToScanStateChanges(ctx, {
-        scanId: args.scanId ? String(args.scanId) : undefined,
-        workspaceId: args.workspaceId ? String(args.workspaceId) : undefined,
-      }),
-    resolve: (payload, _args, ctx) => resolveScanStateChange(ctx, payload),
-  }),
-);
-
 const ScanProgressEventRef = builder.objectRef<ScanProgressPayload>("ScanProgressEvent").implement({
   fields: (t) => ({
     scanId: t.exposeID("scanId"),
@@ -240,21 +182,48 @@ const ScanProgressEventRef = builder.objectRef<ScanProgressPayload>("ScanProgres
     scan: t.field({
       type: ScanRef,
       description: "The scan as it is now (read when asked for; the progress alone needs no read).",
-      resolve: (event, _args, ctx) => currentVisibleScan(ctx, event.scanId),
+      resolve: (event, _args, ctx) => currentVisibleScan(ctx.loaders, ctx.viewer, event.scanId),
     }),
   }),
 });
 
-builder.subscriptionField("scanProgress", (t) =>
+const SubmitScanPayload = builder.objectRef<{ scan: Scan }>("SubmitScanPayload").implement({
+  fields: (t) => ({ scan: t.field({ type: ScanRef, resolve: (payload) => payload.scan }) }),
+});
+
+builder.queryField("scan", (t) =>
   t.field({
-    type: ScanProgressEventRef,
-    description:
-      "Every progress report of one running scan's runner (every VEGA_RUNNER_HEARTBEAT_SECONDS). Members of the scan's " +
-      "workspace, or operators for any scan; any other id answers NOT_FOUND.",
+    type: ScanRef,
+    description: "A scan of a workspace the caller belongs to; any other id answers NOT_FOUND.",
+    authScopes: { authenticated: true, runner: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, ctx) => getVisibleScan(ctx.loaders, ctx.viewer, String(id)),
+  }),
+);
+
+builder.queryField("scans", (t) =>
+  t.connection({
+    type: ScanRef,
+    description: "The caller's scans, newest first (`first` or `last` at most 100).",
     authScopes: { authenticated: true },
-    args: { scanId: t.arg.id({ required: true }) },
-    subscribe: (_root, { scanId }, ctx) => subscribeToScanProgress(ctx, String(scanId)),
-    resolve: (payload) => payload,
+    args: {
+      status: t.arg({ type: [ScanStatusEnum], required: false }),
+      workspaceId: t.arg.id({ required: false }),
+    },
+    resolve: (_root, args, ctx) =>
+      listScans(
+        ctx.deps,
+        ctx.viewer!,
+        {
+          first: args.first,
+          after: args.after,
+          last: args.last,
+          before: args.before,
+          status: args.status,
+          workspaceId: args.workspaceId ? String(args.workspaceId) : null,
+        },
+        ctx.loaders,
+      ),
   }),
 );
 
@@ -266,9 +235,15 @@ const SubmitScanInput = builder.inputType("SubmitScanInput", {
   }),
 });
 
-const SubmitScanPayload = builder.objectRef<{ scan: Scan }>("SubmitScanPayload").implement({
-  fields: (t) => ({ scan: t.field({ type: ScanRef, resolve: (payload) => payload.scan }) }),
-});
+builder.mutationField("cancelScan", (t) =>
+  t.field({
+    type: ScanRef,
+    description: "Cancels a queued, starting or running scan (its owner or an operator). A finished scan answers CONFLICT.",
+    authScopes: { authenticated: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, ctx) => cancelScan(ctx.deps, ctx.viewer!, String(id), ctx.loaders),
+  }),
+);
 
 builder.mutationField("submitScan", (t) =>
   t.field({
@@ -280,10 +255,46 @@ builder.mutationField("submitScan", (t) =>
     authScopes: { authenticated: true },
     args: { input: t.arg({ type: SubmitScanInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      submitScan(ctx.deps, ctx.viewer!, ctx.uploads, {
-        workspaceId: input.workspaceId ? String(input.workspaceId) : null,
-        label: input.label,
-        source: input.source,
-      }),
+      submitScan(
+        ctx.deps,
+        ctx.viewer!,
+        { workspaceId: input.workspaceId ? String(input.workspaceId) : null, label: input.label, source: input.source },
+        ctx.uploads,
+      ),
+  }),
+);
+
+builder.subscriptionField("scanStateChanged", (t) =>
+  t.field({
+    type: ScanStateChangeRef,
+    description:
+      "Every status change of one scan, of one workspace's scans, or (neither given) of every scan the caller may see. " +
+      "Members of the scan's workspace, or operators for any scan.",
+    authScopes: { authenticated: true },
+    args: { scanId: t.arg.id({ required: false }), workspaceId: t.arg.id({ required: false }) },
+    subscribe: (_root, args, ctx) =>
+      subscribeToScanStateChanges(
+        ctx.deps,
+        ctx.viewer!,
+        {
+          scanId: args.scanId ? String(args.scanId) : undefined,
+          workspaceId: args.workspaceId ? String(args.workspaceId) : undefined,
+        },
+        ctx.loaders,
+      ),
+    resolve: (payload, _args, ctx) => resolveScanStateChange(ctx.deps, payload, ctx.loaders),
+  }),
+);
+
+builder.subscriptionField("scanProgress", (t) =>
+  t.field({
+    type: ScanProgressEventRef,
+    description:
+      "Every progress report of one running scan's runner (every VEGA_RUNNER_HEARTBEAT_SECONDS). Members of the scan's " +
+      "workspace, or operators for any scan; any other id answers NOT_FOUND.",
+    authScopes: { authenticated: true },
+    args: { scanId: t.arg.id({ required: true }) },
+    subscribe: (_root, { scanId }, ctx) => subscribeToScanProgress(ctx.deps, ctx.viewer!, String(scanId), ctx.loaders),
+    resolve: (payload) => payload,
   }),
 );

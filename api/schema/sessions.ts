@@ -21,7 +21,7 @@ builder.objectField(WorkspaceRef, "sessions", (t) =>
     type: [SessionRef],
     description: "Open sessions, newest first (with includeClosed, closed and expired ones too; at most 500).",
     args: { includeClosed: t.arg.boolean({ required: false, defaultValue: false }) },
-    resolve: (workspace, args, ctx) => listWorkspaceSessions(ctx.deps.prisma, workspace.id, args.includeClosed ?? false),
+    resolve: (workspace, args, ctx) => listWorkspaceSessions(ctx.deps, { workspaceId: workspace.id, includeClosed: args.includeClosed ?? false }),
   }),
 );
 
@@ -31,7 +31,7 @@ builder.mutationField("createSession", (t) =>
     description: "Opens a session in a workspace the caller belongs to; SESSION_LIMIT_EXCEEDED at the cap.",
     authScopes: { authenticated: true },
     args: { workspaceId: t.arg.id({ required: true }) },
-    resolve: (_root, { workspaceId }, ctx) => createSession(ctx.deps.prisma, ctx.deps.config, ctx.viewer!.user!, String(workspaceId)),
+    resolve: (_root, { workspaceId }, ctx) => createSession(ctx.deps, ctx.viewer!, String(workspaceId)),
   }),
 );
 
@@ -40,6 +40,6 @@ builder.mutationField("closeSession", (t) =>
     type: SessionRef,
     authScopes: { authenticated: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => closeSession(ctx.deps.prisma, ctx.viewer!.user!, String(id)),
+    resolve: (_root, { id }, ctx) => closeSession(ctx.deps, ctx.viewer!, String(id)),
   }),
 );

@@ -1,4 +1,4 @@
-import type { Membership, User, Workspace } from "../generated/prisma/client.ts";
+import type { User, Workspace } from "../generated/prisma/client.ts";
 import { addWorkspaceMember, createWorkspace } from "../services/users.ts";
 import { builder } from "./builder.ts";
 
@@ -62,7 +62,7 @@ builder.mutationField("createWorkspace", (t) =>
     type: WorkspaceRef,
     authScopes: { authenticated: true },
     args: { name: t.arg.string({ required: true }) },
-    resolve: (_root, { name }, ctx) => createWorkspace(ctx.deps.prisma, ctx.viewer!.user!, name),
+    resolve: (_root, { name }, ctx) => createWorkspace(ctx.deps, ctx.viewer!, name),
   }),
 );
 
@@ -73,8 +73,6 @@ builder.mutationField("addWorkspaceMember", (t) =>
     authScopes: { authenticated: true },
     args: { workspaceId: t.arg.id({ required: true }), userId: t.arg.id({ required: true }) },
     resolve: (_root, { workspaceId, userId }, ctx) =>
-      addWorkspaceMember(ctx.deps.prisma, ctx.viewer!.user!, String(workspaceId), String(userId)),
+      addWorkspaceMember(ctx.deps, ctx.viewer!, { workspaceId: String(workspaceId), userId: String(userId) }),
   }),
 );
-
-export type { Membership };

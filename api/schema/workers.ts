@@ -1,7 +1,7 @@
 import type { WorkerEventPayload, WorkerSnapshot } from "../pubsub.ts";
 import { deregisterWorker, listWorkers, recordHeartbeat, registerWorker, workerLiveness } from "../services/workers.ts";
 import { builder } from "./builder.ts";
-import { OpsRef } from "./limits.ts";
+import { OpsRef } from "./ops.ts";
 
 // Worker is backed by a JSON-safe snapshot (not a Prisma row), so a subscription
 // event resolves from its payload alone: no database read per subscriber.
@@ -94,7 +94,7 @@ builder.mutationField("registerWorker", (t) =>
     type: RegisterWorkerPayloadRef,
     authScopes: { worker: true },
     args: { input: t.arg({ type: RegisterWorkerInput, required: true }) },
-    resolve: (_root, { input }, ctx) => registerWorker(ctx.deps, ctx.viewer!.principal, input),
+    resolve: (_root, { input }, ctx) => registerWorker(ctx.deps, ctx.viewer!, input),
   }),
 );
 
@@ -104,7 +104,7 @@ builder.mutationField("workerHeartbeat", (t) =>
     description: "Reports a worker alive. A token bound to another worker answers FORBIDDEN; a deregistered worker CONFLICT.",
     authScopes: { worker: true },
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: WorkerHeartbeatInput, required: true }) },
-    resolve: (_root, { id, input }, ctx) => recordHeartbeat(ctx.deps, ctx.viewer!.principal, String(id), input),
+    resolve: (_root, { id, input }, ctx) => recordHeartbeat(ctx.deps, ctx.viewer!, { workerId: String(id), report: input }),
   }),
 );
 
@@ -113,7 +113,7 @@ builder.mutationField("deregisterWorker", (t) =>
     type: WorkerRef,
     authScopes: { worker: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, ctx) => deregisterWorker(ctx.deps, ctx.viewer!.principal, String(id)),
+    resolve: (_root, { id }, ctx) => deregisterWorker(ctx.deps, ctx.viewer!, String(id)),
   }),
 );
 

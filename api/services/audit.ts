@@ -12,6 +12,7 @@
  *   `CleanupRun:…`), or null when the action has no single object;
  * - `details`: a small JSON object with what else an auditor needs (never secrets).
  */
+import type { Deps } from "../context.ts";
 import type { PrismaClient } from "../db/client.ts";
 import type { AuditEntry, Prisma } from "../generated/prisma/client.ts";
 import { prismaPage, readPage, toConnection, type Connection, type Keyset, type PageArgs } from "./pagination.ts";
@@ -53,7 +54,7 @@ const newestEntriesFirst: Keyset<AuditEntry> = {
 };
 
 /** The log, newest first, as a Relay connection. */
-export async function listAuditEntries(prisma: PrismaClient, args: PageArgs): Promise<Connection<AuditEntry>> {
+export async function listAuditEntries({ prisma }: Pick<Deps, "prisma">, args: PageArgs): Promise<Connection<AuditEntry>> {
   const page = readPage(args, newestEntriesFirst);
   const query = prismaPage<Prisma.AuditEntryWhereInput, Prisma.AuditEntryOrderByWithRelationInput>(page, newestEntriesFirst);
   const rows = await prisma.auditEntry.findMany({ where: { AND: query.where }, orderBy: query.orderBy, take: query.take });

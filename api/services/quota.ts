@@ -6,6 +6,7 @@
  * per-user advisory lock, so concurrent submissions cannot both pass.
  */
 import type { Config } from "../../shared/config.ts";
+import type { Deps, Viewer } from "../context.ts";
 import type { PrismaClient } from "../db/client.ts";
 import { quotaExceeded } from "../../shared/errors.ts";
 import type { Prisma } from "../generated/prisma/client.ts";
@@ -24,15 +25,17 @@ export interface QuotaStatus {
   remaining: number;
 }
 
-export async function activeScanQuota(prisma: PrismaClient, config: Pick<Config, "maxActiveScansPerUser">, userId: string): Promise<QuotaStatus> {
+type QuotaDeps = Pick<Deps, "prisma"> & { config: Pick<Config, "maxActiveScansPerUser"> };
+
+export async function activeScanQuota({ prisma, config }: QuotaDeps, userId: string): Promise<QuotaStatus> {
   const active = await countActiveScans(prisma, userId);
   const limit = config.maxActiveScansPerUser;
   return { limit, active, remaining: Math.max(0, limit - active) };
 }
 
 /** Refuses (QUOTA_EXCEEDED) when the user is at or over the limit. Not binding by itself: see withActiveScanQuota. */
-export async function checkActiveScanQuota(prisma: PrismaClient, config: Pick<Config, "maxActiveScansPerUser">, userId: string) {
-  const quota = await activeScanQuota(prisma, config, userId);
+export async function checkActiveScanQuota(deps: QuotaDeps, viewer: Viewer) {
+  const quota = await activeScanQuota(deps, viewer.user!.id);
   if (quota.active >= quota.limit) throw quotaExceeded({ limit: quota.limit, active: quota.active });
 }
 
@@ -58,7 +61,7 @@ export async function withActiveScanQuota<T>(
 }
 
 /** A user's active scans, oldest first: the ones an operator looks at to free a stuck quota. */
-export function listActiveScans(prisma: PrismaClient, userId: string) {
+export function listActiveScans({ prisma }: Pick<Deps, "prisma">, userId: string) {
   return prisma.scan.findMany({
     where: { ownerId: userId, status: { in: [...activeStatuses] } },
     orderBy: [{ queuedAt: "asc" }, { id: "asc" }],

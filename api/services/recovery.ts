@@ -11,9 +11,8 @@
  * threshold) and orphaned claims. One lease holder at a time, so that N workers
  * do not each describe every task of the fleet at every poll.
  */
-import type { Principal } from "../auth.ts";
 import type { Config } from "../../shared/config.ts";
-import type { Deps } from "../context.ts";
+import type { Deps, Viewer } from "../context.ts";
 import type { PrismaClient } from "../db/client.ts";
 import { badUserInput } from "../../shared/errors.ts";
 import {
@@ -152,8 +151,8 @@ export async function holdRecoveryLease(prisma: PrismaClient, config: Config, wo
 }
 
 /** Query.recoveryCandidates: what one worker's recovery step sweeps, with the policy it decides by. */
-export async function recoveryCandidatesForWorker(deps: Pick<Deps, "prisma" | "config" | "signingKey">, principal: Principal, workerId: string) {
-  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+export async function recoveryCandidatesForWorker(deps: Pick<Deps, "prisma" | "config" | "signingKey">, viewer: Viewer, workerId: string) {
+  authorizeWorkerAccess(viewer.principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   const now = new Date();
   const sweepsOthers = await holdRecoveryLease(deps.prisma, deps.config, workerId, now);
   return { ...(await listRecoveryCandidates(deps, { workerId, sweepsOthers }, now)), sweepsOthers, policy: recoveryPolicy(deps.config, now) };
@@ -245,8 +244,12 @@ export interface RecoveryDecisionInput {
  * A refused decision changes nothing, is answered `refused` with the reason,
  * and is recorded in the audit log.
  */
-export async function recoverScansForWorker(deps: RecoveryDeps, principal: Principal, workerId: string, inputs: RecoveryDecisionInput[]) {
-  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+export async function recoverScansForWorker(
+  deps: RecoveryDeps,
+  viewer: Viewer,
+  { workerId, decisions: inputs }: { workerId: string; decisions: RecoveryDecisionInput[] },
+) {
+  authorizeWorkerAccess(viewer.principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   if (inputs.length > MAX_RUNNING_CANDIDATES) throw badUserInput(`At most ${MAX_RUNNING_CANDIDATES} decisions per call`);
   const decisions: RecoveryDecision[] = inputs.map((input) => ({ ...input, reason: input.reason.slice(0, 2000), task: input.task ?? undefined }));
   const now = new Date();
@@ -273,7 +276,7 @@ export async function recoverScansForWorker(deps: RecoveryDeps, principal: Princ
   if (refusals.size > 0) {
     const refused = [...refusals.keys()];
     await recordAudit(deps.prisma, {
-      actor: principal.sub,
+      actor: viewer.principal.sub,
       action: AUDIT_RECOVERY_REFUSED,
       target: `Worker:${workerId}`,
       details: {

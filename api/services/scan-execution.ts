@@ -6,7 +6,7 @@
  * event, publication).
  */
 import { signToken, type Principal } from "../auth.ts";
-import type { Deps } from "../context.ts";
+import type { Deps, Viewer } from "../context.ts";
 import { badUserInput, conflict, forbidden, notFound } from "../../shared/errors.ts";
 import type { Prisma, Scan, ScanStatus, Severity } from "../generated/prisma/client.ts";
 import type { ScanPhase, ScanProgressSnapshot } from "../pubsub.ts";
@@ -33,7 +33,8 @@ export interface ClaimedScan {
  * take different rows and never wait on each other. Each claim counts an
  * attempt and comes with a runner token bound to that one scan.
  */
-export async function claimScans(deps: ExecutionDeps, principal: Principal, workerId: string, max: number): Promise<ClaimedScan[]> {
+export async function claimScans(deps: ExecutionDeps, viewer: Viewer, { workerId, max }: { workerId: string; max: number }): Promise<ClaimedScan[]> {
+  const { principal } = viewer;
   authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   if (!Number.isInteger(max) || max < 0) throw badUserInput("max must be a non-negative integer");
   if (!deps.signingKey) throw conflict("Runner tokens need VEGA_JWT_SECRET: this API cannot mint them");
@@ -95,8 +96,12 @@ async function claimedBy(deps: ExecutionDeps, principal: Principal, scanId: stri
  * and the call succeeds. A scan cancelled, requeued or claimed again meanwhile
  * (`attempt` is not its claim any more) answers CONFLICT: stop the task.
  */
-export async function reportScanStarted(deps: ExecutionDeps, principal: Principal, scanId: string, taskId: string, attempt?: number | null) {
-  const claimed = await claimedBy(deps, principal, scanId);
+export async function reportScanStarted(
+  deps: ExecutionDeps,
+  viewer: Viewer,
+  { scanId, taskId, attempt }: { scanId: string; taskId: string; attempt?: number | null },
+) {
+  const claimed = await claimedBy(deps, viewer.principal, scanId);
   if (taskId.trim() === "" || taskId.length > 512) throw badUserInput("taskId must be 1 to 512 characters");
   return writeScans(deps, async ({ tx, transition, recordLateTaskId }) => {
     const [row] = await tx.$queryRaw<{ status: ScanStatus; attempts: number; workerId: string | null; taskId: string | null }[]>`
@@ -125,8 +130,12 @@ export async function reportScanStarted(deps: ExecutionDeps, principal: Principa
 }
 
 /** STARTING → FAILED with LAUNCH_FAILED and the platform's reason (ECS `failures` after retries). */
-export async function reportLaunchFailed(deps: ExecutionDeps, principal: Principal, scanId: string, reason: string, detail?: string | null) {
-  await claimedBy(deps, principal, scanId);
+export async function reportLaunchFailed(
+  deps: ExecutionDeps,
+  viewer: Viewer,
+  { scanId, reason, detail }: { scanId: string; reason: string; detail?: string | null },
+) {
+  await claimedBy(deps, viewer.principal, scanId);
   const message = `Launch failed: ${reason}${detail ? ` (${detail})` : ""}`.slice(0, 2000);
   return transitionOrConflict(deps, {
     scanId,
@@ -170,7 +179,8 @@ function refuseSupersededRunner(principal: Principal, scanId: string, scan: { st
 }
 
 /** The runner's scan, if its token's claim is still the scan's (artifact download). */
-export async function currentRunnerScan(deps: Pick<Deps, "prisma">, principal: Principal, scanId: string): Promise<Scan> {
+export async function currentRunnerScan(deps: Pick<Deps, "prisma">, viewer: Viewer, scanId: string): Promise<Scan> {
+  const { principal } = viewer;
   requireRunnerOf(principal, scanId);
   const scan = await deps.prisma.scan.findUnique({ where: { id: scanId } });
   if (!scan) throw notFound("Scan", scanId);
@@ -215,7 +225,7 @@ export interface ReportedEvent {
   data?: unknown;
 }
 
-export async function appendRunnerEvents(deps: ExecutionDeps, principal: Principal, scanId: string, events: ReportedEvent[]) {
+export async function appendRunnerEvents(deps: ExecutionDeps, viewer: Viewer, { scanId, events }: { scanId: string; events: ReportedEvent[] }) {
   if (events.length > MAX_EVENTS_PER_BATCH) throw badUserInput(`At most ${MAX_EVENTS_PER_BATCH} events per batch`);
   const inputs: EventInput[] = events.map((event) => ({
     kind: event.kind,
@@ -223,7 +233,7 @@ export async function appendRunnerEvents(deps: ExecutionDeps, principal: Princip
     message: event.message.slice(0, 4000),
     data: (event.data ?? undefined) as Prisma.InputJsonValue | undefined,
   }));
-  return asCurrentRunner(deps, principal, scanId, (writes) => writes.appendEvents(scanId, inputs));
+  return asCurrentRunner(deps, viewer.principal, scanId, (writes) => writes.appendEvents(scanId, inputs));
 }
 
 export interface ReportedFinding {
@@ -238,14 +248,14 @@ export interface ReportedFinding {
 }
 
 /** Stores findings, skipping fingerprints the scan already has: a batch sent twice adds nothing. */
-export async function addRunnerFindings(deps: ExecutionDeps, principal: Principal, scanId: string, findings: ReportedFinding[]) {
+export async function addRunnerFindings(deps: ExecutionDeps, viewer: Viewer, { scanId, findings }: { scanId: string; findings: ReportedFinding[] }) {
   if (findings.length > MAX_FINDINGS_PER_BATCH) throw badUserInput(`At most ${MAX_FINDINGS_PER_BATCH} findings per batch`);
   for (const finding of findings) {
     if (!Number.isInteger(finding.line) || finding.line < 1) throw badUserInput(`Finding line must be a positive integer (${finding.path})`);
     if (finding.fingerprint.length === 0 || finding.fingerprint.length > 200) throw badUserInput("Finding fingerprint must be 1 to 200 characters");
   }
   const unique = [...new Map(findings.map((finding) => [finding.fingerprint, finding])).values()];
-  return asCurrentRunner(deps, principal, scanId, async ({ tx }) => {
+  return asCurrentRunner(deps, viewer.principal, scanId, async ({ tx }) => {
     const { count } = await tx.finding.createMany({
       data: unique.map((finding) => ({
         scanId,
@@ -304,10 +314,10 @@ function progressSnapshot(report: ProgressReport, now: Date): ScanProgressSnapsh
  * lastHeartbeatAt (which recovery measures the heartbeat TTL from), and
  * published on scanProgress.
  */
-export async function reportScanProgress(deps: ExecutionDeps, principal: Principal, scanId: string, report: ProgressReport) {
+export async function reportScanProgress(deps: ExecutionDeps, viewer: Viewer, { scanId, report }: { scanId: string; report: ProgressReport }) {
   const now = new Date();
   const progress = progressSnapshot(report, now);
-  const scan = await asCurrentRunner(deps, principal, scanId, (writes) => writes.recordProgress(scanId, { ...progress }, now));
+  const scan = await asCurrentRunner(deps, viewer.principal, scanId, (writes) => writes.recordProgress(scanId, { ...progress }, now));
   deps.pubsub.publish("scanProgress", { scanId, workspaceId: scan.workspaceId, progress });
   return progress;
 }
@@ -319,12 +329,12 @@ export interface Completion {
 }
 
 /** The runner's last word: RUNNING (or STARTING, if it beat the worker's report: through RUNNING) → SUCCEEDED or FAILED. */
-export async function completeScan(deps: ExecutionDeps, principal: Principal, scanId: string, completion: Completion) {
+export async function completeScan(deps: ExecutionDeps, viewer: Viewer, { scanId, completion }: { scanId: string; completion: Completion }) {
   const failed = completion.status === "FAILED";
   const errorCode = failed ? (completion.errorCode?.slice(0, 100) ?? "SCAN_FAILED") : null;
   const errorMessage = failed ? (completion.errorMessage?.slice(0, 4000) ?? "The scan failed") : null;
   // asCurrentRunner holds the row lock and saw the scan RUNNING (or moved it there): the transition applies.
-  const result = await asCurrentRunner(deps, principal, scanId, (writes) =>
+  const result = await asCurrentRunner(deps, viewer.principal, scanId, (writes) =>
     writes.transition({
       scanId,
       to: completion.status,
@@ -339,8 +349,8 @@ export async function completeScan(deps: ExecutionDeps, principal: Principal, sc
 }
 
 /** Of the given scans, those this worker holds (claimed by it), as they are now: the worker stops tasks of cancelled ones. */
-export async function assignedScans(deps: ExecutionDeps, principal: Principal, workerId: string, scanIds: string[]) {
-  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+export async function assignedScans(deps: ExecutionDeps, viewer: Viewer, { workerId, scanIds }: { workerId: string; scanIds: string[] }) {
+  authorizeWorkerAccess(viewer.principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   if (scanIds.length > MAX_CLAIM_BATCH * 4) throw badUserInput(`At most ${MAX_CLAIM_BATCH * 4} scan ids`);
   return deps.prisma.scan.findMany({ where: { id: { in: scanIds }, workerId } });
 }

@@ -3,11 +3,9 @@
  * workspace are capped by VEGA_MAX_SESSIONS_PER_WORKSPACE; the count and the
  * insert happen under a per-workspace advisory lock, like the scan quota.
  */
-import type { Config } from "../../shared/config.ts";
-import type { PrismaClient } from "../db/client.ts";
+import type { Deps, Viewer } from "../context.ts";
 import { conflict, notFound, sessionLimitExceeded } from "../../shared/errors.ts";
 import type { Prisma } from "../generated/prisma/client.ts";
-import type { KnownUser } from "./users.ts";
 import { resolveMemberWorkspace } from "./users.ts";
 
 /** First key of the per-workspace session lock (docs/decisions.md). */
@@ -19,13 +17,11 @@ export const openSessionsWhere = (workspaceId: string, now = new Date()): Prisma
   expiresAt: { gt: now },
 });
 
-export async function createSession(
-  prisma: PrismaClient,
-  config: Pick<Config, "maxSessionsPerWorkspace" | "sessionTtlSeconds">,
-  user: KnownUser,
-  workspaceId: string,
-) {
-  await resolveMemberWorkspace(prisma, user, workspaceId);
+type SessionDeps = Pick<Deps, "prisma" | "config">;
+
+export async function createSession({ prisma, config }: SessionDeps, viewer: Viewer, workspaceId: string) {
+  const user = viewer.user!;
+  await resolveMemberWorkspace({ prisma }, viewer, workspaceId);
   return prisma.$transaction(
     async (tx) => {
       await tx.$executeRaw`SELECT pg_advisory_xact_lock(${SESSION_LOCK_NAMESPACE}::int, hashtext(${workspaceId}))`;
@@ -41,7 +37,8 @@ export async function createSession(
 }
 
 /** Closes the caller's own session; closing it twice answers CONFLICT. */
-export async function closeSession(prisma: PrismaClient, user: KnownUser, sessionId: string) {
+export async function closeSession({ prisma }: Pick<Deps, "prisma">, viewer: Viewer, sessionId: string) {
+  const user = viewer.user!;
   const session = await prisma.session.findUnique({ where: { id: sessionId } });
   if (!session || session.userId !== user.id) throw notFound("Session", sessionId);
   const closed = await prisma.session.updateMany({ where: { id: sessionId, closedAt: null }, data: { closedAt: new Date() } });
@@ -49,7 +46,10 @@ export async function closeSession(prisma: PrismaClient, user: KnownUser, sessio
   return prisma.session.findUniqueOrThrow({ where: { id: sessionId } });
 }
 
-export async function listWorkspaceSessions(prisma: PrismaClient, workspaceId: string, includeClosed: boolean) {
+export async function listWorkspaceSessions(
+  { prisma }: Pick<Deps, "prisma">,
+  { workspaceId, includeClosed }: { workspaceId: string; includeClosed: boolean },
+) {
   return prisma.session.findMany({
     where: includeClosed ? { workspaceId } : openSessionsWhere(workspaceId),
     orderBy: [{ createdAt: "desc" }, { id: "desc" }],

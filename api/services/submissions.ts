@@ -23,11 +23,12 @@ export interface SubmitScanInput {
 
 const MAX_LABEL_LENGTH = 200;
 
+/** `uploads`: the files this request's upload path stored, by placeholder (a per-request value, passed last like loaders). */
 export async function submitScan(
   deps: Pick<Deps, "prisma" | "pubsub" | "config" | "artifacts">,
   viewer: Viewer,
-  uploads: Map<string, StoredUpload>,
   input: SubmitScanInput,
+  uploads: Map<string, StoredUpload>,
 ) {
   const user = viewer.user!;
   const upload = uploads.get(input.source);
@@ -36,7 +37,7 @@ export async function submitScan(
   }
   const label = input.label?.trim() || null;
   if (label && label.length > MAX_LABEL_LENGTH) throw badUserInput(`label must be at most ${MAX_LABEL_LENGTH} characters`);
-  const workspaceId = await resolveMemberWorkspace(deps.prisma, user, input.workspaceId);
+  const workspaceId = await resolveMemberWorkspace(deps, viewer, input.workspaceId);
   if (upload.sizeBytes > deps.config.maxSourceBytes) {
     // The stream was cut at the limit already; this guards any other path that stores uploads.
     throw sourceTooLarge({ limit: deps.config.maxSourceBytes, size: upload.sizeBytes });

@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import type { Principal } from "../auth.ts";
+import type { Deps, Viewer } from "../context.ts";
 import type { PrismaClient } from "../db/client.ts";
 import { badUserInput, forbidden, notFound } from "../../shared/errors.ts";
 import { auditActions, recordAudit } from "./audit.ts";
@@ -86,7 +87,8 @@ async function upsertUser(prisma: PrismaClient, principal: Principal, known: Kno
   ]);
 }
 
-export async function createWorkspace(prisma: PrismaClient, user: KnownUser, name: string) {
+export async function createWorkspace({ prisma }: Pick<Deps, "prisma">, viewer: Viewer, name: string) {
+  const user = viewer.user!;
   const trimmed = name.trim();
   if (trimmed === "" || trimmed.length > 200) throw badUserInput("Workspace name must be 1 to 200 characters");
   return prisma.workspace.create({
@@ -95,7 +97,12 @@ export async function createWorkspace(prisma: PrismaClient, user: KnownUser, nam
 }
 
 /** Only the workspace's owner adds members; a non-member learns nothing about the workspace. */
-export async function addWorkspaceMember(prisma: PrismaClient, user: KnownUser, workspaceId: string, memberId: string) {
+export async function addWorkspaceMember(
+  { prisma }: Pick<Deps, "prisma">,
+  viewer: Viewer,
+  { workspaceId, userId: memberId }: { workspaceId: string; userId: string },
+) {
+  const user = viewer.user!;
   const membership = await prisma.membership.findUnique({ where: { workspaceId_userId: { workspaceId, userId: user.id } } });
   if (!membership) throw notFound("Workspace", workspaceId);
   if (membership.role !== "OWNER") throw forbidden("only the workspace's owner can add members");
@@ -121,10 +128,11 @@ export async function addWorkspaceMember(prisma: PrismaClient, user: KnownUser, 
 
 /** Resolves the workspace a user acts in: the one named (if a member) or the personal one. */
 export async function resolveMemberWorkspace(
-  prisma: PrismaClient,
-  user: KnownUser,
+  { prisma }: Pick<Deps, "prisma">,
+  viewer: Viewer,
   workspaceId: string | null | undefined,
 ): Promise<string> {
+  const user = viewer.user!;
   if (!workspaceId) return user.personalWorkspaceId;
   const membership = await prisma.membership.findUnique({ where: { workspaceId_userId: { workspaceId, userId: user.id } } });
   if (!membership) throw notFound("Workspace", workspaceId);

@@ -17,7 +17,7 @@
 import type { Principal } from "../auth.ts";
 import { signToken } from "../auth.ts";
 import type { Config } from "../../shared/config.ts";
-import type { Deps } from "../context.ts";
+import type { Deps, Viewer } from "../context.ts";
 import { badUserInput, conflict, forbidden, notFound } from "../../shared/errors.ts";
 import type { Worker } from "../generated/prisma/client.ts";
 import type { VegaPubSub, WorkerEventKind, WorkerSnapshot } from "../pubsub.ts";
@@ -93,7 +93,7 @@ function validateRegistration(input: WorkerRegistration): WorkerRegistration {
 /** Adds a worker to the registry and mints the session token it uses from then on (none in JWKS mode). */
 export async function registerWorker(
   deps: RegistryDeps,
-  principal: Principal,
+  viewer: Viewer,
   input: WorkerRegistration,
 ): Promise<{ worker: WorkerSnapshot; token: string | null }> {
   const registration = validateRegistration(input);
@@ -101,7 +101,7 @@ export async function registerWorker(
   const worker = await deps.prisma.worker.create({ data: { ...registration, startedAt: now, lastHeartbeatAt: now } });
   const token = deps.signingKey
     ? await signToken(deps.signingKey, {
-        sub: principal.sub,
+        sub: viewer.principal.sub,
         scope: "worker",
         workerId: worker.id,
         ttlSeconds: WORKER_SESSION_TTL_SECONDS,
@@ -128,11 +128,10 @@ export function authorizeWorkerAccess(principal: Principal, workerId: string, op
  */
 export async function recordHeartbeat(
   deps: RegistryDeps,
-  principal: Principal,
-  workerId: string,
-  report: HeartbeatReport,
+  viewer: Viewer,
+  { workerId, report }: { workerId: string; report: HeartbeatReport },
 ): Promise<WorkerSnapshot> {
-  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+  authorizeWorkerAccess(viewer.principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   if (!Number.isInteger(report.activeScans) || report.activeScans < 0) {
     throw badUserInput("activeScans must be a non-negative integer", { field: "activeScans" });
   }
@@ -153,8 +152,8 @@ export async function recordHeartbeat(
 }
 
 /** Takes a worker out of the registry (it stops, or drained). A second call answers CONFLICT. */
-export async function deregisterWorker(deps: RegistryDeps, principal: Principal, workerId: string): Promise<WorkerSnapshot> {
-  authorizeWorkerAccess(principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
+export async function deregisterWorker(deps: RegistryDeps, viewer: Viewer, workerId: string): Promise<WorkerSnapshot> {
+  authorizeWorkerAccess(viewer.principal, workerId, { mintsSessionTokens: Boolean(deps.signingKey) });
   const now = new Date();
   const { count } = await deps.prisma.worker.updateMany({
     where: { id: workerId, deregisteredAt: null },

@@ -32,7 +32,7 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { SECRET_RULES, type SecretRule } from "../../shared/secret-rules.ts";
-import { scanTree, type ScanTreeOptions } from "../../worker/runner/analyzers/secrets.ts";
+import { scanTree, type ScanTreeOptions } from "../../worker/runner/analyzers/secrets/analyzer.ts";
 
 const TREE_BYTES = 200 * 1024 * 1024;
 const MAX_BOUND = 255;

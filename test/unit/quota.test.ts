@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorCodeOf } from "../../shared/errors.ts";
 import { activeScanQuota, checkActiveScanQuota, withActiveScanQuota } from "../../api/services/quota.ts";
+import type { Viewer } from "../../api/context.ts";
 import { openTestDatabase, type TestDatabase } from "../support/database.ts";
 import { insertScan } from "../support/fixtures.ts";
 
@@ -16,6 +17,9 @@ beforeAll(async () => {
 afterAll(() => db?.close());
 
 const limit = (maxActiveScansPerUser: number) => ({ maxActiveScansPerUser });
+const quotaDeps = (maxActiveScansPerUser: number) => ({ prisma: db.database.prisma, config: limit(maxActiveScansPerUser) });
+/** A person's viewer, as authenticate() builds it for a user token. */
+const person = (id: string): Viewer => ({ principal: { sub: id, groups: [], scope: "user" }, isOperator: false, user: { id, personalWorkspaceId: `${id}-personal` } });
 const refusal = (promise: Promise<unknown>) => promise.then(() => undefined, (error: unknown) => errorCodeOf(error));
 
 describe("the active-scan quota", () => {
@@ -24,17 +28,17 @@ describe("the active-scan quota", () => {
     for (const status of ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] as const) {
       await insertScan(prisma, { ownerId: "quinn", status, events: 0 });
     }
-    expect(await activeScanQuota(prisma, limit(5), "quinn")).toEqual({ limit: 5, active: 3, remaining: 2 });
-    expect(await activeScanQuota(prisma, limit(2), "quinn")).toEqual({ limit: 2, active: 3, remaining: 0 });
-    expect(await activeScanQuota(prisma, limit(2), "nobody")).toEqual({ limit: 2, active: 0, remaining: 2 });
+    expect(await activeScanQuota(quotaDeps(5), "quinn")).toEqual({ limit: 5, active: 3, remaining: 2 });
+    expect(await activeScanQuota(quotaDeps(2), "quinn")).toEqual({ limit: 2, active: 3, remaining: 0 });
+    expect(await activeScanQuota(quotaDeps(2), "nobody")).toEqual({ limit: 2, active: 0, remaining: 2 });
   });
 
   it("refuses with QUOTA_EXCEEDED at the limit, not one below it", async () => {
     const prisma = db.database.prisma;
     await insertScan(prisma, { ownerId: "rita", status: "QUEUED", events: 0 });
     await insertScan(prisma, { ownerId: "rita", status: "RUNNING", events: 0 });
-    expect(await refusal(checkActiveScanQuota(prisma, limit(3), "rita"))).toBeUndefined();
-    expect(await refusal(checkActiveScanQuota(prisma, limit(2), "rita"))).toBe("QUOTA_EXCEEDED");
+    expect(await refusal(checkActiveScanQuota(quotaDeps(3), person("rita")))).toBeUndefined();
+    expect(await refusal(checkActiveScanQuota(quotaDeps(2), person("rita")))).toBe("QUOTA_EXCEEDED");
   });
 
   it("lets exactly the limit's worth of concurrent submissions through", async () => {
@@ -51,6 +55,6 @@ describe("the active-scan quota", () => {
     );
     expect(outcomes.filter((code) => code === undefined)).toHaveLength(3);
     expect(outcomes.filter((code) => code === "QUOTA_EXCEEDED")).toHaveLength(5);
-    expect((await activeScanQuota(prisma, limit(3), "sam")).active).toBe(3);
+    expect((await activeScanQuota(quotaDeps(3), "sam")).active).toBe(3);
   });
 });

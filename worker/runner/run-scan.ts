@@ -30,7 +30,7 @@ import {
   type FindingInput,
   type ScanEventInput,
 } from "../generated/graphql.ts";
-import { scanTreeProgressively, type SecretFinding, type SecretScanSummary } from "./analyzers/secrets.ts";
+import { scanTreeProgressively, type SecretFinding, type SecretScanSummary } from "./analyzers/secrets/analyzer.ts";
 import { extractArchive } from "./extract.ts";
 import { FindingsStream } from "./findings-stream.ts";
 import { RunnerHeartbeat } from "./heartbeat.ts";

@@ -32,14 +32,6 @@ OpsRef.implement({
   }),
 });
 
-builder.queryField("ops", (t) =>
-  t.field({
-    type: OpsRef,
-    authScopes: { operator: true },
-    resolve: () => ({}),
-  }),
-);
-
 const ViewerQuotaRef = builder.objectRef<QuotaStatus>("ViewerQuota").implement({
   description: "The caller's active-scan quota: QUEUED + STARTING + RUNNING scans against the limit.",
   fields: (t) => ({
@@ -52,7 +44,7 @@ const ViewerQuotaRef = builder.objectRef<QuotaStatus>("ViewerQuota").implement({
 builder.objectField(ViewerRef, "quota", (t) =>
   t.field({
     type: ViewerQuotaRef,
-    resolve: (viewer, _args, ctx) => activeScanQuota(ctx.deps.prisma, ctx.deps.config, viewer.id),
+    resolve: (viewer, _args, ctx) => activeScanQuota(ctx.deps, viewer.id),
   }),
 );
 
@@ -64,10 +56,18 @@ const UserQuotaRef = builder.objectRef<QuotaStatus & { userId: string }>("UserQu
     active: t.exposeInt("active"),
     activeScans: t.field({
       type: [ScanRef],
-      resolve: (quota, _args, ctx) => listActiveScans(ctx.deps.prisma, quota.userId),
+      resolve: (quota, _args, ctx) => listActiveScans(ctx.deps, quota.userId),
     }),
   }),
 });
+
+builder.queryField("ops", (t) =>
+  t.field({
+    type: OpsRef,
+    authScopes: { operator: true },
+    resolve: () => ({}),
+  }),
+);
 
 builder.objectField(OpsRef, "userQuota", (t) =>
   t.field({
@@ -75,7 +75,7 @@ builder.objectField(OpsRef, "userQuota", (t) =>
     args: { userId: t.arg.id({ required: true }) },
     resolve: async (_ops, { userId }, ctx) => ({
       userId: String(userId),
-      ...(await activeScanQuota(ctx.deps.prisma, ctx.deps.config, String(userId))),
+      ...(await activeScanQuota(ctx.deps, String(userId))),
     }),
   }),
 );
