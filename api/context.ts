@@ -9,6 +9,7 @@ import { ensureUser, type KnownUser, type SeenUsers } from "./services/users.ts"
 import type { ArtifactStore } from "./services/artifact-store.ts";
 import type { StoredUpload } from "./services/uploads.ts";
 import type { OpenLauncher } from "../shared/launcher.ts";
+import type { VegaMetrics } from "./services/metrics.ts";
 
 /** What services need, built once per process and passed in (never imported as globals). */
 export interface Deps {
@@ -24,6 +25,8 @@ export interface Deps {
   artifacts: ArtifactStore;
   /** The configured launcher, for recovery that no worker runs (Mutation.recoverStaleScans, the maintenance task). */
   openLauncher: OpenLauncher;
+  /** This process's Prometheus registry: counters of what it saw, gauges read at scrape time (GET /metrics). */
+  metrics: VegaMetrics;
 }
 
 export interface Viewer {

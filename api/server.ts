@@ -38,6 +38,8 @@ import { startCleanupScheduler } from "./services/cleanup-scheduler.ts";
 import { SeenUsers } from "./services/users.ts";
 import type { OpenLauncher } from "../shared/launcher.ts";
 import { startWorkerSweeper } from "./services/worker-sweeper.ts";
+import { createMetrics } from "./services/metrics.ts";
+import { METRICS_ROUTE, serveMetrics } from "./http/metrics.ts";
 
 export interface AppOptions {
   /** An already opened database (tests); otherwise opened from the settings. */
@@ -96,6 +98,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     seenUsers: new SeenUsers(),
     artifacts: await openArtifactStore(config.artifactStoreDir),
     openLauncher: options.openLauncher,
+    metrics: createMetrics(pubsub),
   };
   const yoga = createGraphQLHandler(deps);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
@@ -148,6 +151,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       await closePubSub();
+      deps.metrics.close();
       if (!options.database) await database.close();
     },
   };
@@ -183,6 +187,7 @@ async function handle(
   const url = requestUrl(req);
   if (url.pathname === "/healthz") return sendJson(res, 200, { status: "ok" });
   if (url.pathname === "/readyz") return readiness(deps, res, redisStatus());
+  if (url.pathname === METRICS_ROUTE) return serveMetrics(deps, req, res);
   if (url.pathname === yoga.graphqlEndpoint) return graphqlOverHttp(deps, yoga, req, res, url, requestId);
   if (url.pathname.startsWith(OPS_REST_PREFIX)) return handleOpsRest(deps, yoga, req, res, url, requestId);
   const artifact = ARTIFACT_ROUTE.exec(url.pathname);

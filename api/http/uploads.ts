@@ -65,7 +65,10 @@ export async function handleMultipartGraphQL(
   url: URL,
   requestId: string,
 ) {
-  const refuse = (error: GraphQLError) => refuseRequest(req, res, error);
+  const refuse = (error: GraphQLError) => {
+    deps.metrics.countSubmissionRefusal(error);
+    return refuseRequest(req, res, error);
+  };
 
   if (!PREFLIGHT_HEADERS.some((name) => typeof req.headers[name] === "string" && req.headers[name] !== "")) {
     return refuse(
@@ -104,7 +107,11 @@ export async function handleMultipartGraphQL(
     });
   } catch (error) {
     if (error instanceof ClientGoneError) return;
-    if (error instanceof UploadRefused) return error.closeConnection ? refuseAndClose(res, error.error) : refuse(error.error);
+    if (error instanceof UploadRefused) {
+      if (!error.closeConnection) return refuse(error.error);
+      deps.metrics.countSubmissionRefusal(error.error);
+      return refuseAndClose(res, error.error);
+    }
     throw error;
   }
 
@@ -224,6 +231,7 @@ function parseMultipart(
         transform(chunk: Buffer, _encoding, callback) {
           hash.update(chunk);
           sizeBytes += chunk.length;
+          deps.metrics.countUploadBytes(chunk.length);
           callback(null, chunk);
         },
       });

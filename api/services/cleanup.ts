@@ -73,7 +73,7 @@ export function countsOfRun(run: Pick<CleanupRun, "counts">): CleanupCounts {
   return Object.fromEntries(allCleanupJobs.flatMap((job) => (typeof counts[job] === "number" ? [[job, counts[job]]] : [])));
 }
 
-export type CleanupDeps = Pick<Deps, "config" | "database" | "prisma" | "pubsub" | "log" | "artifacts">;
+export type CleanupDeps = Pick<Deps, "config" | "database" | "prisma" | "pubsub" | "log" | "artifacts"> & Partial<Pick<Deps, "metrics">>;
 
 export interface CleanupRequest {
   trigger: CleanupTrigger;
@@ -169,6 +169,8 @@ export async function startCleanup(deps: CleanupDeps, request: CleanupRequest): 
         }
       });
       leave();
+      // A dry run only measures: it frees nothing. (`vega maintenance` runs without a metrics registry.)
+      if (!final.dryRun) deps.metrics?.countCleanupBytesFreed(outcome.bytes);
       deps.pubsub.publish("cleanupRunUpdated", { cleanupRunId: final.id });
       const summary = { cleanupRunId: final.id, status: final.status, counts: outcome.counts, bytesFreed: outcome.bytes };
       if (outcome.error) deps.log.error({ ...summary, error: outcome.error }, "cleanup failed");

@@ -24,6 +24,21 @@ export interface SubmitScanInput {
 const MAX_LABEL_LENGTH = 200;
 
 export async function submitScan(
+  deps: Pick<Deps, "prisma" | "pubsub" | "config" | "artifacts" | "metrics">,
+  viewer: Viewer,
+  uploads: Map<string, StoredUpload>,
+  input: SubmitScanInput,
+) {
+  try {
+    return await queueSubmittedScan(deps, viewer, uploads, input);
+  } catch (error) {
+    // Refusals before the request reached here (quota from the token, size) are counted by the upload path.
+    deps.metrics.countSubmissionRefusal(error);
+    throw error;
+  }
+}
+
+async function queueSubmittedScan(
   deps: Pick<Deps, "prisma" | "pubsub" | "config" | "artifacts">,
   viewer: Viewer,
   uploads: Map<string, StoredUpload>,
