@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApiGate, type ApiGate } from "./support/api-gate.ts";
 import { stopProcess } from "./support/cli.ts";
+import { connectWs, watchSubscriptions, type WsConnection } from "./support/ws.ts";
 import { errorCodes, startTestServer, type TestServer } from "./support/server.ts";
 import { submitScan } from "./support/uploads.ts";
 import { startWorkerProcess, waitFor, waitForScanStatus, type WorkerProcess } from "./support/worker-process.ts";
@@ -20,6 +21,7 @@ let alice: string;
 let bob: string;
 let archive: Buffer;
 const workers: WorkerProcess[] = [];
+const connections: WsConnection[] = [];
 
 const QUOTA = 3;
 
@@ -33,6 +35,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.all(workers.splice(0).map((worker) => stopProcess(worker.child, "SIGKILL")));
+  await Promise.all(connections.splice(0).map((connection) => connection.dispose()));
   await gate?.close();
   await server?.close();
 });
@@ -113,6 +116,24 @@ describe("pausing claims", () => {
     const audit = await server.gql(AUDIT, {}, operator);
     const actions = audit.body.data.ops.auditLog.edges.map((edge: { node: { action: string } }) => edge.node.action);
     expect(actions).toEqual(expect.arrayContaining(["claims.pause", "claims.resume"]));
+  });
+
+  it("tells operators' subscriptions of every pause and resume, and refuses others' with FORBIDDEN", async () => {
+    const subscription = `subscription { claimsPausedChanged { paused reason by } }`;
+    const userConnection = connectWs(server.wsUrl, alice);
+    connections.push(userConnection);
+    await expect(userConnection.subscribe(subscription).next()).rejects.toMatchObject({ codes: ["FORBIDDEN"] });
+    const connection = connectWs(server.wsUrl, operator);
+    connections.push(connection);
+    const watch = watchSubscriptions(server.app.deps.pubsub);
+    const events = connection.subscribe<any>(subscription);
+    await watch.until("claimsPausedChanged");
+    watch.restore();
+    await server.gql(PAUSE, { reason: "watched" }, operator);
+    await server.gql(RESUME, {}, operator);
+    expect((await events.next()).claimsPausedChanged).toEqual({ paused: true, reason: "watched", by: "ops-olga" });
+    expect((await events.next()).claimsPausedChanged).toEqual({ paused: false, reason: null, by: "ops-olga" });
+    events.unsubscribe();
   });
 
   it("has REST equivalents under /v1/ops/claims", async () => {
