@@ -11,6 +11,7 @@ import type { StoredUpload } from "./services/uploads.ts";
 import type { OpenLauncher } from "../shared/launcher.ts";
 import type { CleanupGate } from "./services/cleanup-runs.ts";
 import type { CleanupScheduler } from "./services/cleanup-scheduler.ts";
+import type { VegaMetrics } from "./services/metrics.ts";
 
 /** What services need, built once per process and passed in (never imported as globals). */
 export interface Deps {
@@ -30,6 +31,8 @@ export interface Deps {
   cleanupGate: CleanupGate;
   /** The API's scheduled cleanup (started once the server listens; never started by the CLI's tasks). */
   cleanupScheduler: CleanupScheduler;
+  /** This process's Prometheus registry: counters of what it saw, gauges read at scrape time (GET /metrics). */
+  metrics: VegaMetrics;
 }
 
 export interface Viewer {

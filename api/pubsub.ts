@@ -80,6 +80,14 @@ export interface CleanupRunPayload {
   cleanupRunId: string;
 }
 
+/** The claims pause as stored (services/claims.ts), published on every pause and resume. */
+export interface ClaimsPausePayload {
+  paused: boolean;
+  reason: string | null;
+  since: string | null;
+  by: string | null;
+}
+
 export type VegaPubSub = ReturnType<typeof createVegaPubSub>["pubsub"];
 
 type Listener = ((event: Event) => void) | { handleEvent(event: Event): void };
@@ -212,6 +220,7 @@ export function createVegaPubSub(config: Pick<Config, "redisUrl">, log?: Logger)
     scanProgress: [ScanProgressPayload];
     workerEvent: [WorkerEventPayload];
     cleanupRunUpdated: [CleanupRunPayload];
+    claimsPausedChanged: [ClaimsPausePayload];
   }>(replicas ? { eventTarget: replicas.eventTarget as never } : undefined);
   return {
     pubsub,

@@ -39,6 +39,8 @@ import { CleanupScheduler } from "./services/cleanup-scheduler.ts";
 import { SeenUsers } from "./services/users.ts";
 import type { OpenLauncher } from "../shared/launcher.ts";
 import { startWorkerSweeper } from "./services/worker-sweeper.ts";
+import { createMetrics } from "./services/metrics.ts";
+import { METRICS_ROUTE, serveMetrics } from "./http/metrics.ts";
 
 export interface AppOptions {
   /** An already opened database (tests); otherwise opened from the settings. */
@@ -99,6 +101,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     openLauncher: options.openLauncher,
     cleanupGate: new CleanupGate(),
     cleanupScheduler: new CleanupScheduler(config.cleanupIntervalSeconds),
+    metrics: createMetrics(pubsub),
   };
   const yoga = createGraphQLHandler(deps);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
@@ -154,6 +157,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       await closePubSub();
+      deps.metrics.close();
       if (!options.database) await database.close();
     },
   };
@@ -189,6 +193,7 @@ async function handle(
   const url = requestUrl(req);
   if (url.pathname === "/healthz") return sendJson(res, 200, { status: "ok" });
   if (url.pathname === "/readyz") return readiness(deps, res, redisStatus());
+  if (url.pathname === METRICS_ROUTE) return serveMetrics(deps, req, res);
   if (url.pathname === yoga.graphqlEndpoint) return graphqlOverHttp(deps, yoga, req, res, url, requestId);
   if (url.pathname.startsWith(OPS_REST_PREFIX)) return handleOpsRest(deps, yoga, req, res, url, requestId);
   const artifact = ARTIFACT_ROUTE.exec(url.pathname);

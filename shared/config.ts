@@ -155,6 +155,12 @@ export const settings = {
   jwtAudience: setting("VEGA_JWT_AUDIENCE", "", optionalText, "required `aud` of tokens (with the JWKS)"),
   jwtClockSkewSeconds: setting("VEGA_JWT_CLOCK_SKEW_SECONDS", "60", nonNegativeInteger, "tolerated difference between the token issuer's clock and ours (exp, nbf, iat)"),
   opsGroups: setting("VEGA_OPS_GROUPS", "vega-ops", list, "groups whose members have the operator scope"),
+  metricsToken: setting(
+    "VEGA_METRICS_TOKEN",
+    "",
+    optionalText,
+    "bearer credential that may read GET /metrics (what a Prometheus scrape config sends); operator tokens may too; unset: operators only",
+  ),
 
   // Worker, runner and launchers
   apiUrl: setting("VEGA_API_URL", "http://127.0.0.1:4000/graphql", text, "the API's GraphQL endpoint, for the worker and the runner"),

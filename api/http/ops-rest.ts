@@ -11,6 +11,12 @@
  *                                             (runs: the 20 newest)
  *   POST /v1/ops/cleanup[?dryRun=true]    202 { "cleanupRun": CleanupRun } (the run started, or the one in progress)
  *   GET  /v1/ops/diagnostics              200 { "diagnostics": [Diagnostic] }
+ *   GET  /v1/ops/claims                   200 { "claims": ClaimsPause }
+ *   POST /v1/ops/claims/pause?reason=…    200 { "claims": ClaimsPause } (workers claim nothing until resumed)
+ *   POST /v1/ops/claims/resume            200 { "claims": ClaimsPause }
+ *   GET  /v1/ops/summary                  200 { "summary": OpsSummary }
+ *   POST /v1/ops/scans/cancel?userId=…&workspaceId=…&status=QUEUED,RUNNING&olderThanSeconds=…
+ *                                         200 { "cancelled": n, "scanIds": [id] } (at least one criterion)
  *
  * Objects carry every field of their GraphQL type (selections are built from
  * the schema, so a field added to Limits shows here too); BigInt and DateTime
@@ -117,7 +123,72 @@ const routes: Record<string, OpsRoute[]> = {
       answer: (data) => ({ diagnostics: data.ops.diagnostics }),
     },
   ],
+  "/v1/ops/claims": [
+    {
+      method: "GET",
+      status: 200,
+      operation: memo(() => `query OpsClaims { ops { claimsPaused { ${selectionOf("ClaimsPause")} } } }`),
+      variables: () => ({}),
+      answer: (data) => ({ claims: data.ops.claimsPaused }),
+    },
+  ],
+  "/v1/ops/claims/pause": [
+    {
+      method: "POST",
+      status: 200,
+      operation: memo(() => `mutation OpsPauseClaims($reason: String!) { pauseClaims(reason: $reason) { ${selectionOf("ClaimsPause")} } }`),
+      variables: (url) => ({ reason: requiredParameter(url, "reason") }),
+      answer: (data) => ({ claims: data.pauseClaims }),
+    },
+  ],
+  "/v1/ops/claims/resume": [
+    {
+      method: "POST",
+      status: 200,
+      operation: memo(() => `mutation OpsResumeClaims { resumeClaims { ${selectionOf("ClaimsPause")} } }`),
+      variables: () => ({}),
+      answer: (data) => ({ claims: data.resumeClaims }),
+    },
+  ],
+  "/v1/ops/summary": [
+    {
+      method: "GET",
+      status: 200,
+      operation: memo(() => `query OpsSummary { ops { summary { ${selectionOf("OpsSummary")} } } }`),
+      variables: () => ({}),
+      answer: (data) => ({ summary: data.ops.summary }),
+    },
+  ],
+  "/v1/ops/scans/cancel": [
+    {
+      method: "POST",
+      status: 200,
+      operation: memo(() => `mutation OpsCancelScans($filter: ScanCancelFilter!) { cancelScans(filter: $filter) { cancelled scanIds } }`),
+      variables: (url) => ({
+        filter: {
+          userId: url.searchParams.get("userId"),
+          workspaceId: url.searchParams.get("workspaceId"),
+          status: url.searchParams.get("status")?.split(",").map((status) => status.trim()).filter(Boolean) ?? null,
+          olderThanSeconds: integerParameter(url, "olderThanSeconds"),
+        },
+      }),
+      answer: (data) => data.cancelScans,
+    },
+  ],
 };
+
+function requiredParameter(url: URL, name: string): string {
+  const value = url.searchParams.get(name);
+  if (value === null || value.trim() === "") throw badUserInput(`Query parameter ${name} is required`, { parameter: name });
+  return value;
+}
+
+function integerParameter(url: URL, name: string): number | null {
+  const value = url.searchParams.get(name);
+  if (value === null) return null;
+  if (!/^\d{1,9}$/.test(value)) throw badUserInput(`Query parameter ${name} must be a non-negative integer, not ${JSON.stringify(value)}`, { parameter: name });
+  return Number(value);
+}
 
 function booleanParameter(url: URL, name: string): boolean | undefined {
   const value = url.searchParams.get(name);

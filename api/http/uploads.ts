@@ -65,7 +65,10 @@ export async function handleMultipartGraphQL(
   url: URL,
   requestId: string,
 ) {
-  const refuse = (error: GraphQLError) => refuseRequest(req, res, error);
+  const refuse = (error: GraphQLError) => {
+    deps.metrics.countSubmissionRefusal(error);
+    return refuseRequest(req, res, error);
+  };
 
   if (!PREFLIGHT_HEADERS.some((name) => typeof req.headers[name] === "string" && req.headers[name] !== "")) {
     return refuse(
@@ -104,7 +107,11 @@ export async function handleMultipartGraphQL(
     }).parse();
   } catch (error) {
     if (error instanceof ClientGoneError) return;
-    if (error instanceof UploadRefused) return error.closeConnection ? refuseAndClose(res, error.error) : refuse(error.error);
+    if (error instanceof UploadRefused) {
+      if (!error.closeConnection) return refuse(error.error);
+      deps.metrics.countSubmissionRefusal(error.error);
+      return refuseAndClose(res, error.error);
+    }
     throw error;
   }
 
@@ -160,7 +167,7 @@ class MultipartUpload {
   private reject!: (error: unknown) => void;
 
   constructor(
-    private readonly deps: Pick<Deps, "config" | "artifacts">,
+    private readonly deps: Pick<Deps, "config" | "artifacts" | "metrics">,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly beforeFiles: (operations: Operations) => Promise<void>,
@@ -254,10 +261,12 @@ class MultipartUpload {
     const tempPath = artifacts.tempPath("upload");
     const hash = createHash("sha256");
     let sizeBytes = 0;
+    const { metrics } = this.deps;
     const meter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         hash.update(chunk);
         sizeBytes += chunk.length;
+        metrics.countUploadBytes(chunk.length);
         callback(null, chunk);
       },
     });

@@ -11,6 +11,7 @@ const DiagnosticCodeEnum = builder.enumType("DiagnosticCode", {
     },
     USER_AT_QUOTA: { description: "A user at VEGA_MAX_ACTIVE_SCANS_PER_USER, with their oldest active scans." },
     CLEANUP_FAILING: { description: "The last cleanup run failed, or (when scheduled) none ran within two intervals." },
+    CLAIMS_PAUSED: { description: "An operator paused claiming (pauseClaims): queued scans wait until resumeClaims." },
   } as const,
 });
 

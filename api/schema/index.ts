@@ -10,6 +10,8 @@ import "./diagnostics.ts";
 import "./audit.ts";
 import "./execution.ts";
 import "./recovery.ts";
+import "./claims.ts";
+import "./ops-scans.ts";
 
 export const schema = builder.toSchema();
 

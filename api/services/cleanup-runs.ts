@@ -46,7 +46,7 @@ import { allCleanupJobs, cleanupJobs, runningCleanup, type CleanupCounts, type C
  */
 export const CLEANUP_LOCK = { namespace: 7320, run: 1, start: 2 } as const;
 
-export type CleanupDeps = Pick<Deps, "config" | "database" | "prisma" | "pubsub" | "log" | "artifacts" | "cleanupGate">;
+export type CleanupDeps = Pick<Deps, "config" | "database" | "prisma" | "pubsub" | "log" | "artifacts" | "cleanupGate"> & Partial<Pick<Deps, "metrics">>;
 
 export interface CleanupRequest {
   trigger: CleanupTrigger;
@@ -149,6 +149,8 @@ export async function startCleanup(deps: CleanupDeps, request: CleanupRequest): 
         }
       });
       leave();
+      // A dry run only measures: it frees nothing. (`vega maintenance` runs without a metrics registry.)
+      if (!final.dryRun) deps.metrics?.countCleanupBytesFreed(outcome.bytes);
       deps.pubsub.publish("cleanupRunUpdated", { cleanupRunId: final.id });
       const summary = { cleanupRunId: final.id, status: final.status, counts: outcome.counts, bytesFreed: outcome.bytes };
       if (outcome.error) deps.log.error({ ...summary, error: outcome.error }, "cleanup failed");

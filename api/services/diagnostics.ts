@@ -14,8 +14,15 @@ import type { PrismaClient } from "../db/client.ts";
 import type { CleanupRun } from "../generated/prisma/client.ts";
 import { activeStatuses, claimedStatuses } from "../../shared/scan-status.ts";
 import { freshWorkerWhere, staleWorkerCutoff, staleWorkerWhere, workerLiveness } from "./worker-staleness.ts";
+import { readClaimsPause } from "./claims.ts";
 
-export type DiagnosticCode = "NO_LIVE_WORKER" | "STALE_WORKER" | "SCAN_RUNNING_PAST_THRESHOLD" | "USER_AT_QUOTA" | "CLEANUP_FAILING";
+export type DiagnosticCode =
+  | "NO_LIVE_WORKER"
+  | "STALE_WORKER"
+  | "SCAN_RUNNING_PAST_THRESHOLD"
+  | "USER_AT_QUOTA"
+  | "CLEANUP_FAILING"
+  | "CLAIMS_PAUSED";
 export type DiagnosticSeverity = "CRITICAL" | "WARNING" | "INFO";
 
 export interface Diagnostic {
@@ -58,7 +65,7 @@ export async function diagnose(
   options: DiagnosticsOptions = {},
 ): Promise<Diagnostic[]> {
   const now = options.now ?? new Date();
-  const checks = [noLiveWorker, staleWorkers, scansRunningPastThreshold, usersAtQuota, cleanupFailing];
+  const checks = [claimsPaused, noLiveWorker, staleWorkers, scansRunningPastThreshold, usersAtQuota, cleanupFailing];
   const found: Diagnostic[] = [];
   // One after the other: on PGlite queries serialize anyway, and on PostgreSQL this keeps one request to one connection.
   for (const check of checks) found.push(...(await check(deps, now, options)));
@@ -91,6 +98,28 @@ export function formatDuration(seconds: number): string {
 
 const ago = (now: Date, then: Date) => formatDuration((now.getTime() - then.getTime()) / 1000);
 const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+
+/** An operator paused claiming (pauseClaims): the queue does not move, whatever the workers do. */
+const claimsPaused: Check = async ({ prisma }, now) => {
+  const pause = await readClaimsPause(prisma);
+  if (!pause.paused) return [];
+  const queuedScans = await prisma.scan.count({ where: { status: "QUEUED" } });
+  const since = pause.since ?? now;
+  return [
+    {
+      code: "CLAIMS_PAUSED",
+      severity: "WARNING",
+      summary:
+        `Claiming is paused by ${pause.by ?? "an operator"} since ${ago(now, since)} ago ("${pause.reason ?? ""}"): ` +
+        `${plural(queuedScans, "scan")} queued, and workers claim none until claims are resumed`,
+      action:
+        "When the maintenance or the incident is over, resume claiming (resumeClaims, or POST /v1/ops/claims/resume); " +
+        "submissions are still accepted meanwhile, and scans already running go on.",
+      subjects: [],
+      details: { reason: pause.reason, by: pause.by, since: since.toISOString(), queuedScans },
+    },
+  ];
+};
 
 /** Queued scans waiting longer than VEGA_DIAGNOSTICS_QUEUED_SECONDS while no worker is live (registered, not stale). */
 const noLiveWorker: Check = async ({ prisma, config }, now) => {

@@ -11,6 +11,7 @@ import { badUserInput, conflict, forbidden, notFound } from "../../shared/errors
 import type { Prisma, Scan, ScanStatus, Severity } from "../generated/prisma/client.ts";
 import type { ScanPhase, ScanProgressSnapshot } from "../pubsub.ts";
 import { tryTransitionScan, writeScans, type EventInput, type ScanWrites, type TransitionResult } from "./scan-state.ts";
+import { claimsArePaused } from "./claims.ts";
 import { authorizeWorkerAccess } from "./workers.ts";
 import { isClaimed } from "../../shared/scan-status.ts";
 
@@ -46,6 +47,8 @@ export async function claimScans(deps: ExecutionDeps, viewer: Viewer, { workerId
     if (!worker) throw notFound("Worker", workerId);
     if (worker.deregisteredAt) throw conflict(`Worker ${workerId} is deregistered; register again`);
     if (worker.draining) return [];
+    // Paused by an operator (pauseClaims): the worker keeps polling and gets nothing until resumeClaims.
+    if (await claimsArePaused(tx)) return [];
     const rows = await tx.$queryRaw<{ id: string }[]>`
       SELECT id FROM "Scan" WHERE status = 'QUEUED'
       ORDER BY "queuedAt", id

@@ -99,7 +99,57 @@ function asObject(value: Prisma.InputJsonValue | undefined): Record<string, unkn
   return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 }
 
+/**
+ * A transition this process committed, as those who count them see it (metrics).
+ * Delivered after commit, once per transition, only in the process that made it.
+ */
+export interface CommittedTransition {
+  scanId: string;
+  from: ScanStatus | null;
+  to: ScanStatus;
+  errorCode: string | null;
+  queuedAt: Date;
+  claimedAt: Date | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  eventCode: string | null;
+  eventData: unknown;
+  /** "bulk" for transitionScansInBulk (stale-scan recovery, bulk cancel). */
+  via: "one" | "bulk";
+}
+
+export type TransitionObserver = (transition: CommittedTransition) => void;
+
+// Keyed by the process's pubsub, which every transition already receives: each API
+// process (and each test server in one test process) observes its own transitions only.
+const observersByPubSub = new WeakMap<VegaPubSub, Set<TransitionObserver>>();
+
+/** Calls `observer` after every transition published through `pubsub`; answers the function that stops it. */
+export function observeCommittedTransitions(pubsub: VegaPubSub, observer: TransitionObserver): () => void {
+  let observers = observersByPubSub.get(pubsub);
+  if (!observers) observersByPubSub.set(pubsub, (observers = new Set()));
+  observers.add(observer);
+  return () => observers.delete(observer);
+}
+
+function notifyObservers(pubsub: VegaPubSub, transition: CommittedTransition) {
+  for (const observer of observersByPubSub.get(pubsub) ?? []) observer(transition);
+}
+
 function publishTransition(pubsub: VegaPubSub, result: TransitionResult) {
+  notifyObservers(pubsub, {
+    scanId: result.scan.id,
+    from: result.from,
+    to: result.scan.status,
+    errorCode: result.scan.errorCode,
+    queuedAt: result.scan.queuedAt,
+    claimedAt: result.scan.claimedAt,
+    startedAt: result.scan.startedAt,
+    finishedAt: result.scan.finishedAt,
+    eventCode: result.event.code,
+    eventData: result.event.data,
+    via: "one",
+  });
   pubsub.publish("scanStateChanged", {
     scanId: result.scan.id,
     workspaceId: result.scan.workspaceId,
@@ -173,7 +223,8 @@ export interface ScanWrites {
   recordLateTaskId(scanId: string, taskId: string): Promise<void>;
 }
 
-export type NewScan = Pick<Prisma.ScanUncheckedCreateInput, "workspaceId" | "ownerId" | "label" | "sourceArtifactId">;
+/** `retryOfId`: the scan this one retries (retryScan); its first event names it. */
+export type NewScan = Pick<Prisma.ScanUncheckedCreateInput, "workspaceId" | "ownerId" | "label" | "sourceArtifactId" | "retryOfId">;
 
 /**
  * Runs `work` in one transaction with the Scan writes bound to it, and
@@ -212,8 +263,8 @@ function scanWrites(tx: Tx, changed: TransitionResult[]): ScanWrites {
           seq: 1,
           kind: "STATE",
           code: "QUEUED",
-          message: "Scan is queued",
-          data: { from: null, to: "QUEUED", ...eventData } as Prisma.InputJsonObject,
+          message: data.retryOfId ? `Scan is queued (a retry of ${data.retryOfId})` : "Scan is queued",
+          data: { from: null, to: "QUEUED", ...(data.retryOfId ? { retryOf: data.retryOfId } : {}), ...eventData } as Prisma.InputJsonObject,
           createdAt: scan.createdAt,
         },
       });
@@ -305,7 +356,7 @@ export async function transitionScansInBulk(
     const ids = locked.map((row) => row.id);
     const codes = ids.map((id) => byId.get(id)!.errorCode ?? null);
     const messages = ids.map((id) => byId.get(id)!.errorMessage ?? null);
-    const moved = await tx.$queryRaw<{ id: string; workspaceId: string; lastEventSeq: number }[]>`
+    const moved = await tx.$queryRaw<MovedRow[]>`
       UPDATE "Scan" AS s SET
         status = ${to}::"ScanStatus",
         "lastEventSeq" = s."lastEventSeq" + 1,
@@ -318,7 +369,7 @@ export async function transitionScansInBulk(
         "errorMessage" = COALESCE(d.message, s."errorMessage")
       FROM unnest(${ids}::text[], ${codes}::text[], ${messages}::text[]) AS d(id, code, message)
       WHERE s.id = d.id AND s.status = ${from}::"ScanStatus"
-      RETURNING s.id, s."workspaceId", s."lastEventSeq"`;
+      RETURNING s.id, s."workspaceId", s."lastEventSeq", s."errorCode", s."queuedAt", s."claimedAt", s."startedAt", s."finishedAt"`;
     if (moved.length === 0) return [];
     const events = await tx.scanEvent.createManyAndReturn({
       data: moved.map((row) => {
@@ -334,10 +385,23 @@ export async function transitionScansInBulk(
         };
       }),
     });
-    const workspaces = new Map(moved.map((row) => [row.id, row.workspaceId]));
-    return events.map((event) => ({ scanId: event.scanId, workspaceId: workspaces.get(event.scanId)!, event }));
+    const rows = new Map(moved.map((row) => [row.id, row]));
+    return events.map((event) => ({ scanId: event.scanId, workspaceId: rows.get(event.scanId)!.workspaceId, row: rows.get(event.scanId)!, event }));
   });
   for (const result of results) {
+    notifyObservers(deps.pubsub, {
+      scanId: result.scanId,
+      from,
+      to,
+      errorCode: result.row.errorCode,
+      queuedAt: result.row.queuedAt,
+      claimedAt: result.row.claimedAt,
+      startedAt: result.row.startedAt,
+      finishedAt: result.row.finishedAt,
+      eventCode: result.event.code,
+      eventData: result.event.data,
+      via: "bulk",
+    });
     deps.pubsub.publish("scanStateChanged", {
       scanId: result.scanId,
       workspaceId: result.workspaceId,
@@ -347,5 +411,16 @@ export async function transitionScansInBulk(
       eventId: result.event.id,
     });
   }
-  return results;
+  return results.map(({ scanId, event }) => ({ scanId, event }));
+}
+
+interface MovedRow {
+  id: string;
+  workspaceId: string;
+  lastEventSeq: number;
+  errorCode: string | null;
+  queuedAt: Date;
+  claimedAt: Date | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
 }

@@ -44,7 +44,8 @@ export interface ScanListArgs extends PageArgs {
   workspaceId?: string | null;
 }
 
-const newestScansFirst: Keyset<Scan> = {
+/** Newest first: the order of every list of scans (Query.scans, Ops.scans). */
+export const newestScansFirst: Keyset<Scan> = {
   fields: ["createdAt", "id"],
   parts: ["date", "string"],
   order: "desc",

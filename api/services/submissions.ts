@@ -25,6 +25,21 @@ const MAX_LABEL_LENGTH = 200;
 
 /** `uploads`: the files this request's upload path stored, by placeholder (a per-request value, passed last like loaders). */
 export async function submitScan(
+  deps: Pick<Deps, "prisma" | "pubsub" | "config" | "artifacts" | "metrics">,
+  viewer: Viewer,
+  input: SubmitScanInput,
+  uploads: Map<string, StoredUpload>,
+) {
+  try {
+    return await queueSubmittedScan(deps, viewer, input, uploads);
+  } catch (error) {
+    // Refusals before the request reached here (quota from the token, size) are counted by the upload path.
+    deps.metrics.countSubmissionRefusal(error);
+    throw error;
+  }
+}
+
+async function queueSubmittedScan(
   deps: Pick<Deps, "prisma" | "pubsub" | "config" | "artifacts">,
   viewer: Viewer,
   input: SubmitScanInput,
