@@ -113,6 +113,8 @@ const toFindingInput = (finding: SecretFinding): FindingInput => ({
   path: finding.path,
   line: finding.line,
   column: finding.column,
+  endLine: finding.endLine,
+  endColumn: finding.endColumn,
   message: finding.message,
   snippet: finding.snippet,
   fingerprint: finding.fingerprint,
