@@ -9,7 +9,8 @@
  *   internals (.git, .hg, .svn: compressed objects and copies of files that are
  *   scanned anyway) and node_modules (installed third-party packages: their test
  *   fixtures are full of fake keys, and they are not the user's code to fix).
- *   Files under them are not counted at all.
+ *   Files under them are not counted, the directories are (skipped.ts: every
+ *   reason a directory or file is not read has its own count in the summary).
  * - Files larger than DEFAULT_MAX_FILE_BYTES (1 MiB, `maxFileBytes` to change it)
  *   are skipped, after reading at most one byte more than the limit: past that
  *   size a file is a bundle, a dump or data, and one such file would cost more
@@ -66,11 +67,12 @@ import { readdir } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
+import { addSkips, noSkips, skippedDirectoryReason, VENDORED_DIRECTORY_NAMES, VERSION_CONTROL_DIRECTORY_NAMES, type SkipCounts } from "./skipped.ts";
 import { SECRET_RULES, type SecretRule, type SecretSeverity } from "../../../shared/secret-rules.ts";
 
 export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024;
 export const BINARY_SNIFF_BYTES = 8 * 1024;
-export const SKIPPED_DIRECTORY_NAMES: ReadonlySet<string> = new Set([".git", ".hg", ".svn", "node_modules"]);
+export const SKIPPED_DIRECTORY_NAMES: ReadonlySet<string> = new Set([...VERSION_CONTROL_DIRECTORY_NAMES, ...VENDORED_DIRECTORY_NAMES]);
 /** How long the calling thread scans alone before deciding whether to start worker threads (see scanBatches). */
 export const START_WORKERS_AFTER_MS = 200;
 /** About what a worker takes to start (tsx and esbuild load in it); measured here, 0.5 to 0.9 s. */
@@ -110,6 +112,8 @@ export interface SecretScanSummary {
   filesScanned: number;
   /** Regular files not scanned: binary, over the size limit, unreadable; and symbolic links. */
   filesSkipped: number;
+  /** What was not read, by reason (directories not entered included). */
+  skipped: SkipCounts;
   bytesScanned: number;
 }
 
@@ -494,10 +498,11 @@ interface FileBatchResult {
   findings: SecretFinding[];
   filesScanned: number;
   filesSkipped: number;
+  skipped: SkipCounts;
   bytesScanned: number;
 }
 
-const emptyResult = (): FileBatchResult => ({ findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 });
+const emptyResult = (): FileBatchResult => ({ findings: [], filesScanned: 0, filesSkipped: 0, skipped: noSkips(), bytesScanned: 0 });
 
 /** One step of a tree scan: the findings of the batches of files done since the last step, and the counts so far. */
 export interface TreeScanProgress {
@@ -564,6 +569,7 @@ export async function* scanTreeProgressively(rootDir: string, options: ScanTreeO
         for (const finding of fresh) findings.set(finding.fingerprint, finding);
         total.filesScanned += result.filesScanned;
         total.filesSkipped += result.filesSkipped;
+        addSkips(total.skipped, result.skipped);
         total.bytesScanned += result.bytesScanned;
         yield {
           findings: fresh,
@@ -585,6 +591,7 @@ export async function* scanTreeProgressively(rootDir: string, options: ScanTreeO
     findings: [...findings.values()].sort(compareFindings),
     filesScanned: total.filesScanned,
     filesSkipped: total.filesSkipped + listing.filesSkipped,
+    skipped: addSkips(total.skipped, listing.skipped),
     bytesScanned: total.bytesScanned,
   };
 }
@@ -607,26 +614,30 @@ function compareFindings(a: SecretFinding, b: SecretFinding): number {
  * Lists the regular files to read. Sizes are not looked up here: the reader
  * enforces the size limit with no extra system call per file.
  */
-async function listCandidateFiles(rootDir: string): Promise<{ files: CandidateFile[]; filesSkipped: number }> {
+async function listCandidateFiles(rootDir: string): Promise<{ files: CandidateFile[]; filesSkipped: number; skipped: SkipCounts }> {
   const files: CandidateFile[] = [];
   let filesSkipped = 0;
+  const skipped = noSkips();
   const visit = async (directory: string, relativeDirectory: string): Promise<void> => {
     const subdirectories: Promise<void>[] = [];
     for (const entry of await readdir(directory, { withFileTypes: true })) {
       const absolutePath = `${directory}${path.sep}${entry.name}`;
       const relativePath = relativeDirectory ? `${relativeDirectory}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        if (!SKIPPED_DIRECTORY_NAMES.has(entry.name)) subdirectories.push(visit(absolutePath, relativePath));
+        const reason = skippedDirectoryReason(entry.name);
+        if (reason) skipped[reason]++;
+        else subdirectories.push(visit(absolutePath, relativePath));
       } else if (entry.isFile()) {
         files.push({ absolutePath, relativePath });
       } else if (entry.isSymbolicLink()) {
         filesSkipped++;
+        skipped.symbolicLinks++;
       }
     }
     await Promise.all(subdirectories);
   };
   await visit(path.resolve(rootDir), "");
-  return { files, filesSkipped };
+  return { files, filesSkipped, skipped };
 }
 
 function batchesOf(files: CandidateFile[]): CandidateFile[][] {
@@ -643,8 +654,9 @@ function scanBatch(files: CandidateFile[], maxFileBytes: number): FileBatchResul
   const result = emptyResult();
   for (const file of files) {
     const content = readFileWithin(file.absolutePath, maxFileBytes);
-    if (content === null || isBinary(content)) {
+    if (content === null || content === OVER_SIZE_LIMIT || isBinary(content)) {
       result.filesSkipped++;
+      result.skipped[content === null ? "unreadableFiles" : content === OVER_SIZE_LIMIT ? "oversizedFiles" : "binaryFiles"]++;
       continue;
     }
     result.filesScanned++;
@@ -655,6 +667,8 @@ function scanBatch(files: CandidateFile[], maxFileBytes: number): FileBatchResul
 }
 
 let readBuffer = Buffer.alloc(0);
+/** readFileWithin's answer for a file larger than the limit (null is one that could not be read). */
+const OVER_SIZE_LIMIT: unique symbol = Symbol("over the size limit");
 
 /**
  * The file's bytes, or null when it is larger than `maxFileBytes`, is a
@@ -665,7 +679,7 @@ let readBuffer = Buffer.alloc(0);
  * short read of a regular file is its end; a full buffer means the file is over
  * the limit, without an fstat to learn its size) and close, and no allocation.
  */
-function readFileWithin(absolutePath: string, maxFileBytes: number): Buffer | null {
+function readFileWithin(absolutePath: string, maxFileBytes: number): Buffer | typeof OVER_SIZE_LIMIT | null {
   if (readBuffer.length < maxFileBytes + 1) readBuffer = Buffer.allocUnsafe(maxFileBytes + 1);
   let descriptor: number;
   try {
@@ -677,7 +691,7 @@ function readFileWithin(absolutePath: string, maxFileBytes: number): Buffer | nu
   }
   try {
     const length = readSync(descriptor, readBuffer, 0, maxFileBytes + 1, 0);
-    return length > maxFileBytes ? null : readBuffer.subarray(0, length);
+    return length > maxFileBytes ? OVER_SIZE_LIMIT : readBuffer.subarray(0, length);
   } catch {
     return null;
   } finally {
