@@ -2,6 +2,12 @@
  * `vega <command>`: the one entry point of every Vega process. Settings are
  * read here, once; an invalid one stops the process before anything starts.
  */
+// Every @aws-sdk client warns once per process that Node < 22 will lose support
+// in 2027 (the README says which Node a deployment should run): on a normal run
+// of any AWS-using command that warning is noise on stderr. An operator who set
+// the variable either way keeps their choice. The commands, and the SDK with
+// them, are imported dynamically below, after this line has run.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 import { loadConfig } from "../shared/config.ts";
 import { asksForHelp, helpOf, HelpRequested, UsageError } from "./args.ts";
 import { COMMANDS, overview, type CommandName } from "./commands.ts";

@@ -108,7 +108,7 @@ export async function startEmbeddedWorker(
   if (!token) {
     throw new ConfigError("vega start cannot mint a worker token with VEGA_JWT_JWKS_URL set: set VEGA_WORKER_TOKEN");
   }
-  const { worker: instance, close } = await createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ component: "embedded-worker" }));
+  const { worker: instance, close } = await createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ worker: "embedded" }));
   void instance.start();
   return { refused: instance.refused, close };
 }
