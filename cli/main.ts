@@ -2,29 +2,15 @@
  * `vega <command>`: the one entry point of every Vega process. Settings are
  * read here, once; an invalid one stops the process before anything starts.
  */
+// Every @aws-sdk client warns once per process that Node < 22 will lose support
+// in 2027 (the README says which Node a deployment should run): on a normal run
+// of any AWS-using command that warning is noise on stderr. An operator who set
+// the variable either way keeps their choice. The commands, and the SDK with
+// them, are imported dynamically below, after this line has run.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 import { loadConfig } from "../shared/config.ts";
-import { UsageError } from "./args.ts";
-
-const usage = `Usage: vega <command>
-
-  serve                       run the API server alone (HTTP, WebSocket and SSE on VEGA_PORT)
-  start                       one machine: the API plus an embedded worker (what \`npm start\` runs)
-  worker                      run a scan worker against VEGA_API_URL
-  runner                      run one scan (VEGA_SCAN_ID), as launched by a worker
-  token --sub ID [--groups a,b] [--scope worker|runner] [--scan-id ID] [--ttl SECONDS]
-                              print a bearer token signed with the server's key
-  maintenance migrate         apply pending database migrations
-  maintenance recover-stale [--dry-run]
-                              stale-scan recovery (running scans whose task is gone, orphaned claims)
-  maintenance cleanup [--dry-run]
-                              one cleanup run (artifacts, orphaned files, upload temporaries, sessions, workers)
-  maintenance prune-artifacts [--dry-run]
-                              the artifact job alone (artifacts of scans finished past the retention)
-  maintenance run-remote <job> [args] --env NAME [--cluster C] [--task-definition TD] [--timeout SECONDS]
-                              run a maintenance job as the vega-maintenance-NAME ECS task; exit with its exit code
-
-Settings come from VEGA_* environment variables; see the README.
-On the embedded database, maintenance jobs run through the server that holds the data directory, if one does.`;
+import { asksForHelp, helpOf, HelpRequested, UsageError } from "./args.ts";
+import { COMMANDS, overview, type CommandName } from "./commands.ts";
 
 type Command = (argv: string[], config: ReturnType<typeof loadConfig>) => Promise<number | void>;
 
@@ -35,18 +21,32 @@ const commands: Record<string, () => Promise<Command>> = {
   token: async () => (await import("./token.ts")).token,
   runner: async () => (await import("./runner.ts")).runner,
   maintenance: async () => (await import("./maintenance.ts")).maintenance,
+  scan: async () => (await import("./scan.ts")).scan,
+  workers: async () => (await import("./scan.ts")).workers,
 };
+
+/** The most specific description the leading words name: "maintenance cleanup" before "maintenance". */
+function specOf(argv: string[]) {
+  const two = `${argv[0]} ${argv[1]}` as CommandName;
+  return COMMANDS[two] ?? COMMANDS[argv[0] as CommandName];
+}
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === "help" || name === "--help" || name === "-h") {
-    console.log(usage);
+    if (name) console.log(overview());
+    else console.error(overview());
     return name ? 0 : 2;
   }
   const load = commands[name];
   if (!load) {
-    console.error(`vega: unknown command "${name}"\n\n${usage}`);
+    console.error(`vega: unknown command "${name}"\n\n${overview()}`);
     return 2;
+  }
+  // Help needs no settings: it is printed even where they are not valid.
+  if (asksForHelp(rest)) {
+    console.log(helpOf(specOf(argv)));
+    return 0;
   }
   const config = loadConfig(process.env);
   const command = await load();
@@ -75,7 +75,9 @@ try {
   const code = await main(process.argv.slice(2));
   if (code !== 0) process.exitCode = code;
 } catch (error) {
-  if (error instanceof Error && expectedFailures.has(error.name)) {
+  if (error instanceof HelpRequested) {
+    console.log(error.text);
+  } else if (error instanceof Error && expectedFailures.has(error.name)) {
     console.error(`vega: ${error.message}`);
     process.exitCode = error instanceof UsageError ? 2 : 1;
   } else {

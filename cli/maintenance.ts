@@ -22,7 +22,8 @@ import { recoverStaleScans } from "../api/services/recovery.ts";
 import { createLauncher } from "../worker/launchers/index.ts";
 import { countsOfRun, type CleanupJobName } from "../api/services/cleanup.ts";
 import { CleanupGate, startCleanup, stopCleanupInProcess } from "../api/services/cleanup-runs.ts";
-import { booleanFlag, parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
+import { asksForHelp, helpOf, HelpRequested, parseCommandLine, UsageError } from "./args.ts";
+import { COMMANDS } from "./commands.ts";
 import { EXIT_TIMED_OUT, parseRunRemote, runRemote } from "./run-remote.ts";
 import { cleanupThroughServer, findHoldingServer, recoverThroughServer, type HoldingServer, type ServerCleanupRun } from "./through-server.ts";
 
@@ -47,7 +48,7 @@ export const EXIT_TRY_LATER = 75;
 
 const jobs: Record<string, Job> = {
   async migrate(argv, config) {
-    rejectUnknownFlags(parseArgs(argv), []);
+    parseCommandLine(COMMANDS["maintenance migrate"], argv);
     const log = createLogger(config, { service: "vega-maintenance", job: "migrate" });
     const database = await openDatabase(config, { purpose: "vega maintenance migrate" }).catch((error: unknown) => {
       if (error instanceof DataDirHeldError) {
@@ -109,11 +110,8 @@ const ranThrough = (config: Config, server: HoldingServer) => ({ database: path.
  * Through a server, the run is the server's (an operator's, triggered by the
  * CLI's user@host): the command waits for it, and a signal ends the wait only.
  */
-async function cleanupJob(name: string, argv: string[], config: Config, jobNames?: CleanupJobName[]) {
-  const args = parseArgs(argv);
-  rejectUnknownFlags(args, ["dry-run"]);
-  if (args.positional.length > 0) throw new UsageError(`${name} takes no arguments (only --dry-run)`);
-  const dryRun = booleanFlag(args, "dry-run");
+async function cleanupJob(name: "cleanup" | "prune-artifacts", argv: string[], config: Config, jobNames?: CleanupJobName[]) {
+  const dryRun = parseCommandLine(COMMANDS[`maintenance ${name}`], argv).flags["dry-run"] ?? false;
   const target = await openJobTarget(config, name);
   if ("server" in target) {
     const cleanup = await cleanupThroughServer(target.server, { dryRun, jobs: jobNames });
@@ -202,9 +200,7 @@ async function requireMigrated(database: Database) {
  * the configured launcher (ECS, or local processes on this machine) about tasks.
  */
 async function recoverStaleJob(argv: string[], config: Config) {
-  const args = parseArgs(argv);
-  rejectUnknownFlags(args, ["dry-run"]);
-  const dryRun = booleanFlag(args, "dry-run");
+  const dryRun = parseCommandLine(COMMANDS["maintenance recover-stale"], argv).flags["dry-run"] ?? false;
   const target = await openJobTarget(config, "recover-stale");
   if ("server" in target) {
     const { decisions, ...sweep } = await recoverThroughServer(target.server, dryRun);
@@ -240,15 +236,19 @@ async function recoverStaleJob(argv: string[], config: Config) {
 
 export async function maintenance(argv: string[], config: Config) {
   const [name, ...rest] = argv;
-  const job = name ? jobs[name] : undefined;
-  if (!job) throw new UsageError(`maintenance needs a job: ${Object.keys(jobs).join(", ")}`);
+  if (!name || name.startsWith("-")) {
+    if (asksForHelp(argv)) throw new HelpRequested(helpOf(COMMANDS.maintenance));
+    throw new UsageError(`maintenance needs a job: ${Object.keys(jobs).join(", ")} (see vega maintenance --help)`);
+  }
+  const job = jobs[name];
+  if (!job) throw new UsageError(`unknown maintenance job "${name}" (known: ${Object.keys(jobs).join(", ")})`);
   const started = Date.now();
   try {
     const summary = await job(rest, config);
     console.log(JSON.stringify({ ok: true, ...summary, durationMs: Date.now() - started }));
     return 0;
   } catch (error) {
-    if (error instanceof UsageError) throw error;
+    if (error instanceof UsageError || error instanceof HelpRequested) throw error;
     if (error instanceof JobExit) {
       console.log(JSON.stringify({ ok: false, job: name, ...error.summary, durationMs: Date.now() - started }));
       return error.exitCode;

@@ -31,13 +31,14 @@ import { DescribeTasksCommand, ECSClient, RunTaskCommand, type RunTaskCommandInp
 import type { Config } from "../shared/config.ts";
 import type { Logger } from "../shared/logger.ts";
 import { containerOf, ecsPlacement, parseCapacityProviders, taskStateOf } from "../worker/launchers/ecs-tasks.ts";
-import { UsageError } from "./args.ts";
+import { parseArgs } from "node:util";
+import { helpOf, HelpRequested, UsageError } from "./args.ts";
+import { COMMANDS } from "./commands.ts";
 
 /** Exit code when the task is still running at `--timeout` (as timeout(1) does). */
 export const EXIT_TIMED_OUT = 124;
 
-const OWN_FLAGS = ["env", "cluster", "task-definition", "container", "timeout", "endpoint"] as const;
-type OwnFlag = (typeof OWN_FLAGS)[number];
+type OwnFlag = keyof (typeof COMMANDS)["maintenance run-remote"]["flags"];
 
 export interface RunRemoteRequest {
   job: string;
@@ -59,22 +60,33 @@ const MAX_POLL_DELAY_MS = 15_000;
 
 /**
  * Splits run-remote's own flags from the job's arguments: `--env dev` is ours
- * wherever it stands; everything else after the job's name goes to the job.
+ * wherever it stands; everything else after the job's name goes to the job, as
+ * given. node:util's parseArgs reads the words (its tokens keep the order and
+ * the raw spelling of what is not ours).
  */
 export function parseRunRemote(argv: string[], config: Pick<Config, "ecsMaintenanceTaskDefinition">, knownJobs: string[]): RunRemoteRequest {
+  const spec = COMMANDS["maintenance run-remote"];
+  const ownFlags = Object.keys(spec.flags) as OwnFlag[];
+  const { tokens } = parseArgs({
+    args: argv,
+    options: Object.fromEntries(ownFlags.map((name) => [name, { type: "string" as const }])),
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
   const own = new Map<OwnFlag, string>();
   const rest: string[] = [];
-  for (let index = 0; index < argv.length; index++) {
-    const token = argv[index];
-    const match = /^--([a-z-]+)(?:=(.*))?$/s.exec(token);
-    const name = match?.[1] as OwnFlag | undefined;
-    if (!match || !OWN_FLAGS.includes(name!)) {
-      rest.push(token);
-      continue;
+  for (const token of tokens) {
+    if (token.kind === "positional") rest.push(token.value);
+    else if (token.kind === "option-terminator") rest.push("--");
+    else if (ownFlags.includes(token.name as OwnFlag)) {
+      if (token.value === undefined || token.value === "") throw new UsageError(`--${token.name} needs a value (see vega maintenance run-remote --help)`);
+      own.set(token.name as OwnFlag, token.value);
+    } else if (rest.length === 0 && (token.name === "help" || token.name === "h")) {
+      throw new HelpRequested(helpOf(spec));
+    } else {
+      rest.push(token.inlineValue ? `${token.rawName}=${token.value}` : token.rawName);
     }
-    const value = match[2] ?? argv[++index];
-    if (value === undefined || value === "") throw new UsageError(`--${name} needs a value`);
-    own.set(name!, value);
   }
   const [job, ...args] = rest;
   if (!job || job.startsWith("--")) throw new UsageError(`run-remote needs a job first: vega maintenance run-remote <${knownJobs.join("|")}> [args] --env <name>`);

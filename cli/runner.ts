@@ -2,7 +2,8 @@ import type { Config } from "../shared/config.ts";
 import { createLogger } from "../shared/logger.ts";
 import { archiveLimitsOf } from "../shared/archive-rules.ts";
 import { runScan } from "../worker/runner/run-scan.ts";
-import { parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
+import { parseCommandLine, UsageError } from "./args.ts";
+import { COMMANDS } from "./commands.ts";
 
 /**
  * `vega runner`: runs the scan named by VEGA_SCAN_ID and exits. Exit 0 when the
@@ -10,7 +11,7 @@ import { parseArgs, rejectUnknownFlags, UsageError } from "./args.ts";
  * when it could not be, so the worker's task watch sees a crashed runner.
  */
 export async function runner(argv: string[], config: Config) {
-  rejectUnknownFlags(parseArgs(argv), []);
+  parseCommandLine(COMMANDS.runner, argv);
   if (!config.scanId || !config.runnerToken) throw new UsageError("vega runner needs VEGA_SCAN_ID and VEGA_RUNNER_TOKEN (set by the launcher)");
   const log = createLogger(config, { service: "vega-runner", scanId: config.scanId });
   const outcome = await runScan(

@@ -1,7 +1,8 @@
 import type { Config } from "../shared/config.ts";
 import { createApp, type App } from "../api/server.ts";
 import { createLauncher } from "../worker/launchers/index.ts";
-import { parseArgs, rejectUnknownFlags } from "./args.ts";
+import { parseCommandLine } from "./args.ts";
+import { COMMANDS } from "./commands.ts";
 import { untilStopRequested, type StopReason } from "./stop-signal.ts";
 import { startEmbeddedWorker, type EmbeddedWorker } from "./worker.ts";
 
@@ -36,7 +37,7 @@ async function runUntilStopped(
 
 /** `vega serve`: the API alone, for deployments that run workers apart. */
 export async function serve(argv: string[], config: Config) {
-  rejectUnknownFlags(parseArgs(argv), []);
+  parseCommandLine(COMMANDS.serve, argv);
   // Listening for a stop first: a signal during the start (PGlite opening, migrations) stops the server once started.
   const stopRequested = untilStopRequested(config);
   const app = await createApp(config, { purpose: "vega serve", openLauncher: (log) => createLauncher(config, log) });
@@ -45,7 +46,7 @@ export async function serve(argv: string[], config: Config) {
 
 /** `vega start` (npm start): one machine, the API and an embedded worker; on a signal the worker stops first. */
 export async function start(argv: string[], config: Config) {
-  rejectUnknownFlags(parseArgs(argv), []);
+  parseCommandLine(COMMANDS.start, argv);
   const stopRequested = untilStopRequested(config);
   const app = await createApp(config, { purpose: "vega start", openLauncher: (log) => createLauncher(config, log) });
   await runUntilStopped(app, (baseUrl) => startEmbeddedWorker(config, baseUrl, app.deps.signingKey, app.deps.log), config, stopRequested);

@@ -12,7 +12,8 @@ import type { RegistrationRefusedError } from "../worker/heartbeat.ts";
 import { createLauncher } from "../worker/launchers/index.ts";
 import { createRecoveryStep } from "../worker/recovery.ts";
 import { ScanExecutionLoop } from "../worker/scan-loop.ts";
-import { parseArgs, rejectUnknownFlags } from "./args.ts";
+import { parseCommandLine } from "./args.ts";
+import { COMMANDS } from "./commands.ts";
 import { untilStopRequested } from "./stop-signal.ts";
 
 const packageVersion = (): string =>
@@ -62,7 +63,7 @@ async function createScanWorker(config: Config, apiUrl: string, token: string, l
 }
 
 export async function worker(argv: string[], config: Config) {
-  rejectUnknownFlags(parseArgs(argv), []);
+  parseCommandLine(COMMANDS.worker, argv);
   if (!config.workerToken) {
     throw new ConfigError(
       "VEGA_WORKER_TOKEN is not set: a worker needs a bearer token with vega_scope=worker " +
@@ -107,7 +108,7 @@ export async function startEmbeddedWorker(
   if (!token) {
     throw new ConfigError("vega start cannot mint a worker token with VEGA_JWT_JWKS_URL set: set VEGA_WORKER_TOKEN");
   }
-  const { worker: instance, close } = await createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ component: "embedded-worker" }));
+  const { worker: instance, close } = await createScanWorker(config, `${apiBaseUrl}/graphql`, token, log.child({ worker: "embedded" }));
   void instance.start();
   return { refused: instance.refused, close };
 }

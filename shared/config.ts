@@ -138,6 +138,7 @@ export const settings = {
   databasePoolSize: setting("VEGA_DATABASE_POOL_SIZE", "10", positiveInteger, "PostgreSQL connections per process"),
   redisUrl: setting("VEGA_REDIS_URL", "", url, "Redis URL for subscriptions across API replicas; unset: in-memory"),
   logLevel: setting("VEGA_LOG_LEVEL", "info", oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent"), "pino log level"),
+  logFormat: setting("VEGA_LOG_FORMAT", "auto", oneOf("auto", "json", "pretty"), "logs on stderr: auto is readable lines on a terminal and JSON otherwise"),
   maxRequestBytes: setting("VEGA_MAX_REQUEST_BYTES", "1048576", positiveInteger, "body size of a non-upload request, and of a WebSocket frame"),
   uploadIdleSeconds: setting("VEGA_UPLOAD_IDLE_SECONDS", "60", positiveInteger, "an upload (or any request body) that sends no byte for this long is cut with 408 and discarded"),
   corsOrigins: setting("VEGA_CORS_ORIGINS", "", origins, "browser origins allowed to call the API from another origin, comma-separated (unset: none; same-origin pages need none)"),
@@ -163,8 +164,14 @@ export const settings = {
   ),
 
   // Worker, runner and launchers
-  apiUrl: setting("VEGA_API_URL", "http://127.0.0.1:4000/graphql", text, "the API's GraphQL endpoint, for the worker and the runner"),
+  apiUrl: setting("VEGA_API_URL", "http://127.0.0.1:4000/graphql", text, "the API's GraphQL endpoint, for the worker, the runner, `vega scan` and `vega workers`"),
   workerToken: setting("VEGA_WORKER_TOKEN", "", optionalText, "bearer token with vega_scope=worker"),
+  userToken: setting(
+    "VEGA_TOKEN",
+    "",
+    optionalText,
+    "bearer token of `vega scan` and `vega workers`; unset: one minted for the local user from the server's key, when this machine has it",
+  ),
   workerName: setting("VEGA_WORKER_NAME", "", optionalText, "name in the registry (default: host-pid)"),
   workerCapacity: setting("VEGA_WORKER_CAPACITY", "2", positiveInteger, "scans one worker runs at once"),
   workerPollIntervalSeconds: setting("VEGA_WORKER_POLL_INTERVAL_SECONDS", "5", positiveInteger, "how often a worker recovers stale scans and claims queued ones"),

@@ -20,6 +20,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import {
   artifactUri,
   buildSarif,
+  PRIMARY_LOCATION_LINE_HASH,
   SARIF_FINGERPRINT_KEY,
   type SarifFindingInput,
   type SarifLog,
@@ -34,19 +35,23 @@ const SCHEMA_SHA256 = "80cd7ffb9b62a4162d541aa9170862dd264f6cce0f04c57f1ac9f2337
 let validate: ValidateFunction;
 let scannedFindings: SecretFinding[];
 
-beforeAll(async () => {
-  ({ validate } = sarifValidator());
-
+/** The analyzer's findings over a tree written to a temporary directory. */
+async function scanFiles(files: Record<string, string>): Promise<SecretFinding[]> {
   const root = await mkdtemp(path.join(os.tmpdir(), "vega-sarif-"));
   try {
-    for (const [relativePath, content] of Object.entries(plantedSecretsTree().files)) {
+    for (const [relativePath, content] of Object.entries(files)) {
       await mkdir(path.dirname(path.join(root, relativePath)), { recursive: true });
       await writeFile(path.join(root, relativePath), content);
     }
-    scannedFindings = (await scanTree(root, { concurrency: 1 })).findings;
+    return (await scanTree(root, { concurrency: 1 })).findings;
   } finally {
     await rm(root, { recursive: true, force: true });
   }
+}
+
+beforeAll(async () => {
+  ({ validate } = sarifValidator());
+  scannedFindings = await scanFiles(plantedSecretsTree().files);
 });
 
 function expectValid(log: SarifLog): void {
@@ -108,7 +113,7 @@ describe("buildSarif produces a valid SARIF 2.1.0 log", () => {
     const log = buildSarif({ scanId: "scan-2", findings, toolVersion: "0.1.0" });
     expectValid(log);
     const [withoutColumn, withoutLine, legacy, unicode] = log.runs[0].results;
-    expect(withoutColumn.locations[0].physicalLocation.region).toEqual({ startLine: 3 });
+    expect(withoutColumn.locations[0].physicalLocation.region).toEqual({ startLine: 3, endLine: 3 });
     expect(withoutLine.locations[0].physicalLocation.region).toBeUndefined();
     expect(withoutLine.locations[0].physicalLocation.artifactLocation.uri).toBe("docs/read%20me.md");
     expect(legacy.locations[0].physicalLocation.artifactLocation.uri).toBe("src/%23weird%3F/100%25.ts");
@@ -171,16 +176,142 @@ describe("the fields GitHub code scanning reads", () => {
         {
           physicalLocation: {
             artifactLocation: { uri: artifactUri(scanned.path), uriBaseId: "%SRCROOT%" },
-            region: { startLine: scanned.line, startColumn: scanned.column },
+            region: { startLine: scanned.line, startColumn: scanned.column, endLine: scanned.endLine, endColumn: scanned.endColumn },
           },
         },
       ]);
-      expect(result.partialFingerprints).toEqual({ [SARIF_FINGERPRINT_KEY]: scanned.fingerprint });
+      expect(result.partialFingerprints).toEqual({
+        [PRIMARY_LOCATION_LINE_HASH]: `${scanned.fingerprint.slice(0, 16)}:1`,
+        [SARIF_FINGERPRINT_KEY]: scanned.fingerprint,
+      });
     });
   });
 
   it("never carries a secret", () => {
     const text = JSON.stringify(log);
     for (const { secret } of plantedSecrets().planted) expect(text).not.toContain(secret.split("\n")[0]);
+  });
+});
+
+/**
+ * One test per requirement of GitHub's SARIF support page ("SARIF support for
+ * code scanning": the properties it reads, and its upload limits) and of SARIF
+ * Multitool's analysis rules that the issue named.
+ */
+describe("GitHub code scanning's requirements", () => {
+  let log: SarifLog;
+
+  beforeAll(() => {
+    log = buildSarif({ scanId: "scan-gh", findings: scannedFindings, toolVersion: "1.2.3" });
+  });
+
+  it("every result has partialFingerprints.primaryLocationLineHash, in GitHub's <hash>:<occurrence> shape", () => {
+    for (const result of log.runs[0].results) {
+      expect(result.partialFingerprints[PRIMARY_LOCATION_LINE_HASH]).toMatch(/^[0-9a-f]{16}:[1-9][0-9]*$/);
+    }
+    const hashes = log.runs[0].results.map((result) => result.partialFingerprints[PRIMARY_LOCATION_LINE_HASH]);
+    expect(new Set(hashes).size).toBe(hashes.length);
+  });
+
+  it("primaryLocationLineHash is the same in a re-scan of the same code, and after the secret moved down its file", async () => {
+    const files = plantedSecretsTree().files;
+    const rescanned = await scanFiles(files);
+    const shifted = await scanFiles(Object.fromEntries(Object.entries(files).map(([name, text]) => [name, `// a new header line\n\n${text}`])));
+    const hashesOf = (findings: SecretFinding[]) =>
+      new Map(
+        buildSarif({ scanId: "again", findings, toolVersion: "1.2.3" }).runs[0].results.map((result) => [
+          `${result.ruleId} ${result.locations[0].physicalLocation.artifactLocation.uri}`,
+          result.partialFingerprints[PRIMARY_LOCATION_LINE_HASH],
+        ]),
+      );
+    const first = hashesOf(scannedFindings);
+    expect(hashesOf(rescanned)).toEqual(first);
+    expect(hashesOf(shifted)).toEqual(first);
+    // The lines did move: the hash does not depend on them.
+    expect(shifted.map((found) => found.line)).not.toEqual(scannedFindings.map((found) => found.line));
+  });
+
+  it("every region has endLine and endColumn, ending where the secret ends", () => {
+    const { planted } = plantedSecrets();
+    for (const result of log.runs[0].results) {
+      const region = result.locations[0].physicalLocation.region!;
+      expect(region.endLine).toBeGreaterThanOrEqual(region.startLine);
+      expect(region.endColumn).toBeGreaterThanOrEqual(1);
+      if (region.endLine === region.startLine) expect(region.endColumn).toBeGreaterThan(region.startColumn!);
+    }
+    // A secret on one line: the end column is the one after its last character.
+    const githubToken = planted.find((secret) => secret.ruleId === "github-pat")!;
+    const githubResult = log.runs[0].results.find(
+      (result) => result.ruleId === "github-pat" && decodeURIComponent(result.locations[0].physicalLocation.artifactLocation.uri) === githubToken.path,
+    )!;
+    expect(githubResult.locations[0].physicalLocation.region).toMatchObject({
+      startLine: githubToken.line,
+      startColumn: githubToken.column,
+      endLine: githubToken.line,
+      endColumn: githubToken.column + githubToken.secret.length,
+    });
+    // A PEM block ends lines later, after its END line.
+    const privateKey = planted.find((secret) => secret.ruleId === "private-key")!;
+    const keyRegion = log.runs[0].results.find((result) => result.ruleId === "private-key")!.locations[0].physicalLocation.region!;
+    const keyLines = privateKey.secret.split("\n");
+    expect(keyRegion.endLine).toBe(privateKey.line + keyLines.length - 1);
+    expect(keyRegion.endColumn).toBe(keyLines[keyLines.length - 1].length + 1);
+  });
+
+  it("every rule has help.text and help.markdown that say what to do", () => {
+    for (const rule of log.runs[0].tool.driver.rules) {
+      expect(rule.help.text.length).toBeGreaterThan(40);
+      expect(rule.help.text).toMatch(/Revoke or rotate/);
+      expect(rule.help.markdown).toMatch(/^## /);
+      expect(rule.help.markdown).toMatch(/### What to do\n\n1\. Revoke or rotate/);
+      const catalogRule = SECRET_RULES.find((candidate) => candidate.id === rule.id)!;
+      if (catalogRule.helpUri) expect(rule.help.markdown).toContain(`](${catalogRule.helpUri})`);
+    }
+  });
+
+  it("no rule's name is its id respelled: names differ from ids beyond case (SARIF Multitool's warning), and are distinct PascalCase identifiers", () => {
+    const rules = log.runs[0].tool.driver.rules;
+    for (const rule of rules) {
+      expect(rule.name).toMatch(/^[A-Z][A-Za-z0-9]*$/);
+      expect(rule.name.toLowerCase()).not.toBe(rule.id.toLowerCase());
+    }
+    expect(new Set(rules.map((rule) => rule.name)).size).toBe(rules.length);
+    expect(rules.find((rule) => rule.id === "jwt")!.name).toBe("JSONWebToken");
+    const retired = buildSarif({ scanId: "s", findings: [finding({ ruleId: "legacy" })], toolVersion: "1" }).runs[0].tool.driver.rules.at(-1)!;
+    expect(retired.name.toLowerCase()).not.toBe(retired.id.toLowerCase());
+  });
+
+  it("invocations say whether the scan completed: executionSuccessful, and the error of a failed one as a notification", () => {
+    expect(log.runs[0].invocations).toEqual([{ executionSuccessful: true }]);
+    const failed = buildSarif({
+      scanId: "scan-failed",
+      findings: [finding()],
+      toolVersion: "1.2.3",
+      execution: { successful: false, errorCode: "RUNNER_HUNG", errorMessage: "The runner stopped reporting" },
+    });
+    expectValid(failed);
+    expect(failed.runs[0].invocations).toEqual([
+      {
+        executionSuccessful: false,
+        toolExecutionNotifications: [{ level: "error", message: { text: "The runner stopped reporting" }, descriptor: { id: "RUNNER_HUNG" } }],
+      },
+    ]);
+  });
+
+  it("stays within GitHub's upload limits: one run, at most 20 tags a rule, one location a result, relative URIs", () => {
+    expect(log.runs).toHaveLength(1);
+    for (const rule of log.runs[0].tool.driver.rules) expect(rule.properties.tags.length).toBeLessThanOrEqual(20);
+    for (const result of log.runs[0].results) {
+      expect(result.locations).toHaveLength(1);
+      const { uri, uriBaseId } = result.locations[0].physicalLocation.artifactLocation;
+      expect(uriBaseId).toBe("%SRCROOT%");
+      expect(uri).not.toMatch(/^\/|^[a-z]+:/i);
+    }
+  });
+
+  it("a finding stored without an end (an older runner's) still gets endLine, and a valid log", () => {
+    const old = buildSarif({ scanId: "old", findings: [finding({ endLine: null, endColumn: null })], toolVersion: "1" });
+    expectValid(old);
+    expect(old.runs[0].results[0].locations[0].physicalLocation.region).toEqual({ startLine: 3, startColumn: 17, endLine: 3 });
   });
 });

@@ -147,6 +147,7 @@ describe("the runner", () => {
     const scanId = await queueScan([
       { name: "src/config.ts", data: `export const region = "eu-west-1";\nexport const accessKeyId = "${awsKey}";\n` },
       { name: "README.md", data: "# nothing to see\n" },
+      { name: "node_modules/dep/index.js", data: `module.exports = "${awsKey}";\n` },
     ]);
     const worker = await registerTestWorker(server, "runner-host");
     const claims = (await server.gql(CLAIM, { workerId: worker.id, max: 100 }, worker.token)).body.data.claimScans;
@@ -164,6 +165,12 @@ describe("the runner", () => {
     expect(scan.findings.map((row) => [row.ruleId, row.path, row.line])).toContainEqual(["aws-access-key-id", "src/config.ts", 2]);
     for (const row of scan.findings) expect(row.snippet).not.toContain(awsKey);
     expect(scan.events.map((event) => event.code)).toEqual(expect.arrayContaining(["QUEUED", "STARTING", "RUNNING", "EXTRACTED", "ANALYZED", "SUCCEEDED"]));
+    // The secret's end is stored for SARIF regions: 20 characters from column 29.
+    expect(scan.findings.find((row) => row.ruleId === "aws-access-key-id")).toMatchObject({ line: 2, column: 29, endLine: 2, endColumn: 49 });
+    // What was not read is said, by reason: the node_modules directory.
+    const analyzed = scan.events.find((event) => event.code === "ANALYZED")!;
+    expect(analyzed.data).toMatchObject({ filesScanned: 2, filesSkipped: 0, skipped: { vendoredDirectories: 1, binaryFiles: 0, oversizedFiles: 0 } });
+    expect(analyzed.message).toContain("not read: 1 vendored directory");
   });
 
   it("fails the scan with the archive's code when extraction finds what inspection could not", async () => {

@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SECRET_RULES } from "../shared/secret-rules.ts";
+import { describeSkips, noSkips } from "../worker/runner/analyzers/skipped.ts";
 import { DEFAULT_MAX_FILE_BYTES, scanTree } from "../worker/runner/analyzers/secrets/analyzer.ts";
 import { shannonEntropy } from "../worker/runner/analyzers/secrets/credibility.ts";
 import { scanContent, type SecretFinding } from "../worker/runner/analyzers/secrets/file-scanner.ts";
@@ -194,6 +195,18 @@ describe("scans a tree", () => {
     const summary = await scanTree(root);
     // logo.bin (binary), bundle.min.js (over 1 MiB), linked-npmrc (a link).
     expect(summary.filesSkipped).toBe(3);
+    // Each reason counted apart; the directories not entered too.
+    expect(summary.skipped).toEqual({
+      vendoredDirectories: 1,
+      versionControlDirectories: 1,
+      binaryFiles: 1,
+      oversizedFiles: 1,
+      symbolicLinks: 1,
+      unreadableFiles: 0,
+    });
+    expect(describeSkips(summary.skipped)).toBe(
+      "1 vendored directory, 1 version-control directory, 1 binary file, 1 file over the size limit, 1 symbolic link",
+    );
     expect(summary.filesScanned).toBe(regularFiles.length - 2);
     expect(files["vendor/bundle.min.js"].length).toBeGreaterThan(DEFAULT_MAX_FILE_BYTES);
     const expectedBytes = regularFiles
@@ -247,7 +260,7 @@ ${index % 10 === 0 ? `const token = "${tokens[index % tokens.length].secret}";
   it("scans nested directories and an empty tree", async () => {
     const nested = await mkdtemp(path.join(os.tmpdir(), "vega-secrets-nested-"));
     try {
-      expect(await scanTree(nested)).toEqual({ findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 });
+      expect(await scanTree(nested)).toEqual({ findings: [], filesScanned: 0, filesSkipped: 0, skipped: noSkips(), bytesScanned: 0 });
       const secret = fixture.planted.find((planted) => planted.ruleId === "gitlab-pat")!.secret;
       await writeTree(nested, { "a/b/c/d/e/deep.env": `\nGITLAB_TOKEN=${secret}\n`, "a/empty.txt": "" });
       const summary = await scanTree(nested);
@@ -255,6 +268,26 @@ ${index % 10 === 0 ? `const token = "${tokens[index % tokens.length].secret}";
       expect(summary.filesScanned).toBe(2);
     } finally {
       await rm(nested, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a scan of a dependency tree says what it did not read", () => {
+  it("counts vendored directories, nested ones each, and a tree of nothing but dependencies is not '0 skipped'", async () => {
+    const tree = await mkdtemp(path.join(os.tmpdir(), "vega-secrets-vendored-"));
+    try {
+      await writeTree(tree, {
+        "node_modules/a/index.js": "module.exports = 1;\n",
+        "packages/web/node_modules/b/index.js": "module.exports = 2;\n",
+        ".hg/store/data": "x",
+        "big.txt": "x".repeat(200),
+      });
+      const summary = await scanTree(tree, { maxFileBytes: 100 });
+      expect(summary.filesScanned).toBe(0);
+      expect(summary.skipped).toMatchObject({ vendoredDirectories: 2, versionControlDirectories: 1, oversizedFiles: 1 });
+      expect(describeSkips(summary.skipped)).toBe("2 vendored directories, 1 version-control directory, 1 file over the size limit");
+    } finally {
+      await rm(tree, { recursive: true, force: true });
     }
   });
 });

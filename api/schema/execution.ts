@@ -61,6 +61,8 @@ const FindingInput = builder.inputType("FindingInput", {
     path: t.string({ required: true }),
     line: t.int({ required: true }),
     column: t.int({ required: false }),
+    endLine: t.int({ required: false, description: "The line the secret ends on (a private key spans several)." }),
+    endColumn: t.int({ required: false, description: "The column after the secret's last character, on endLine (SARIF's region.endColumn)." }),
     message: t.string({ required: true }),
     snippet: t.string({ required: false, description: "The line with the secret redacted; never the secret." }),
     fingerprint: t.string({ required: true, description: "Stable per secret and place: one secret is one finding." }),

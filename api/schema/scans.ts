@@ -66,6 +66,8 @@ export const FindingRef = builder.objectRef<Finding>("Finding").implement({
     path: t.exposeString("path"),
     line: t.exposeInt("line"),
     column: t.exposeInt("column"),
+    endLine: t.exposeInt("endLine", { nullable: true, description: "The line the secret ends on; null for findings of older runners." }),
+    endColumn: t.exposeInt("endColumn", { nullable: true, description: "The column after the secret's last character, on endLine." }),
     message: t.exposeString("message"),
     snippet: t.exposeString("snippet", { nullable: true, description: "The line with the secret redacted." }),
     fingerprint: t.exposeString("fingerprint"),

@@ -245,9 +245,24 @@ export interface ReportedFinding {
   path: string;
   line: number;
   column?: number | null;
+  endLine?: number | null;
+  endColumn?: number | null;
   message: string;
   snippet?: string | null;
   fingerprint: string;
+}
+
+/**
+ * A finding's end as stored: kept only when it is a position at or after its
+ * start (an older runner sends none; a wrong one would make SARIF viewers
+ * highlight nonsense, so it is dropped rather than refused).
+ */
+function endOf(finding: ReportedFinding): { endLine: number | null; endColumn: number | null } {
+  const { line, endLine, endColumn } = finding;
+  const column = finding.column ?? 1;
+  if (endLine == null || endColumn == null || !Number.isInteger(endLine) || !Number.isInteger(endColumn) || endColumn < 1) return { endLine: null, endColumn: null };
+  if (endLine < line || (endLine === line && endColumn <= column)) return { endLine: null, endColumn: null };
+  return { endLine, endColumn };
 }
 
 /** Stores findings, skipping fingerprints the scan already has: a batch sent twice adds nothing. */
@@ -267,6 +282,7 @@ export async function addRunnerFindings(deps: ExecutionDeps, viewer: Viewer, { s
         path: finding.path.slice(0, 4096),
         line: finding.line,
         column: finding.column ?? 1,
+        ...endOf(finding),
         message: finding.message.slice(0, 2000),
         snippet: finding.snippet?.slice(0, 1000) ?? null,
         fingerprint: finding.fingerprint,

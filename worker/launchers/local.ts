@@ -42,6 +42,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { settings } from "../../shared/config.ts";
+import { relayChildLine } from "../../shared/logger.ts";
 import type { LauncherLogger } from "./ecs.ts";
 import { LaunchFailedError, type LaunchRequest, type LaunchResult, type Launcher, type TaskStatus } from "../../shared/launcher.ts";
 
@@ -178,6 +179,8 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
       VEGA_API_URL: request.apiUrl,
       VEGA_RUNNER_TOKEN: request.runnerToken,
       [settings.runnerWorkDir.env]: workDir,
+      // JSON records, which the relay logs as records of the worker (a pipe is not a terminal anyway).
+      [settings.logFormat.env]: "json",
     };
   };
 
@@ -187,7 +190,7 @@ export function createLocalLauncher(options: LocalLauncherOptions): LocalLaunche
   const forwardOutput = (runner: LocalRunner, stream: NodeJS.ReadableStream | null, name: "stdout" | "stderr") => {
     if (!stream) return;
     createInterface({ input: stream, crlfDelay: Infinity }).on("line", (line) => {
-      if (logger) logger.info({ scanId: runner.scanId, taskId: runner.taskId, stream: name }, line);
+      if (logger) relayChildLine(logger, line, { scanId: runner.scanId, taskId: runner.taskId, stream: name });
       else (name === "stdout" ? process.stdout : process.stderr).write(`[scan ${runner.scanId}] ${line}\n`);
     });
   };

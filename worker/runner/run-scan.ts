@@ -31,6 +31,7 @@ import {
   type ScanEventInput,
 } from "../generated/graphql.ts";
 import { scanTreeProgressively, type SecretFinding, type SecretScanSummary } from "./analyzers/secrets/analyzer.ts";
+import { describeSkips } from "./analyzers/skipped.ts";
 import { extractArchive } from "./extract.ts";
 import { FindingsStream } from "./findings-stream.ts";
 import { RunnerHeartbeat } from "./heartbeat.ts";
@@ -114,6 +115,8 @@ const toFindingInput = (finding: SecretFinding): FindingInput => ({
   path: finding.path,
   line: finding.line,
   column: finding.column,
+  endLine: finding.endLine,
+  endColumn: finding.endColumn,
   message: finding.message,
   snippet: finding.snippet,
   fingerprint: finding.fingerprint,
@@ -195,12 +198,22 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
       await heartbeat.enter("REPORTING", { filesDone: filesListed, filesTotal: filesListed, bytesDone: summary.bytesScanned });
       throwIfEnded();
       const added = await findings.close();
+      log.info(
+        { filesScanned: summary.filesScanned, filesSkipped: summary.filesSkipped, skipped: summary.skipped, bytesScanned: summary.bytesScanned, findings: added },
+        `analysis done: ${summary.filesScanned} files scanned, not read: ${describeSkips(summary.skipped)}`,
+      );
       await events([
         {
           kind: "PROGRESS",
           code: "ANALYZED",
-          message: `Secrets scan: ${summary.filesScanned} files scanned, ${summary.filesSkipped} skipped, ${added} findings`,
-          data: { filesScanned: summary.filesScanned, filesSkipped: summary.filesSkipped, bytesScanned: summary.bytesScanned, findings: added },
+          message: `Secrets scan: ${summary.filesScanned} files scanned, ${summary.filesSkipped} skipped, ${added} findings; not read: ${describeSkips(summary.skipped)}`,
+          data: {
+            filesScanned: summary.filesScanned,
+            filesSkipped: summary.filesSkipped,
+            skipped: summary.skipped,
+            bytesScanned: summary.bytesScanned,
+            findings: added,
+          },
         },
       ]);
       await heartbeat.stop();

@@ -11,7 +11,8 @@
  *   internals (.git, .hg, .svn: compressed objects and copies of files that are
  *   scanned anyway) and node_modules (installed third-party packages: their test
  *   fixtures are full of fake keys, and they are not the user's code to fix).
- *   Files under them are not counted at all.
+ *   Files under them are not counted, the directories are (skipped.ts: every
+ *   reason a directory or file is not read has its own count in the summary).
  * - Files larger than DEFAULT_MAX_FILE_BYTES (1 MiB, `maxFileBytes` to change it)
  *   are skipped, after reading at most one byte more than the limit: past that
  *   size a file is a bundle, a dump or data, and one such file would cost more
@@ -31,11 +32,12 @@ import path from "node:path";
 import { emptyResult, type CandidateFile, type FileBatchResult } from "./batch.ts";
 import type { SecretFinding } from "./file-scanner.ts";
 import { scanBatches } from "./worker-pool.ts";
+import { addSkips, noSkips, skippedDirectoryReason, VENDORED_DIRECTORY_NAMES, VERSION_CONTROL_DIRECTORY_NAMES, type SkipCounts } from "../skipped.ts";
 
 export type { SecretFinding } from "./file-scanner.ts";
 
 export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024;
-const SKIPPED_DIRECTORY_NAMES: ReadonlySet<string> = new Set([".git", ".hg", ".svn", "node_modules"]);
+export const SKIPPED_DIRECTORY_NAMES: ReadonlySet<string> = new Set([...VERSION_CONTROL_DIRECTORY_NAMES, ...VENDORED_DIRECTORY_NAMES]);
 /** How long the calling thread scans alone before deciding whether to start worker threads (see scanBatches). */
 const START_WORKERS_AFTER_MS = 200;
 /** Files per batch: enough to amortize a message to a worker, few enough to share the tail of a scan evenly. */
@@ -46,6 +48,8 @@ export interface SecretScanSummary {
   filesScanned: number;
   /** Regular files not scanned: binary, over the size limit, unreadable; and symbolic links. */
   filesSkipped: number;
+  /** What was not read, by reason (directories not entered included). */
+  skipped: SkipCounts;
   bytesScanned: number;
 }
 
@@ -128,6 +132,7 @@ export async function* scanTreeProgressively(rootDir: string, options: ScanTreeO
         for (const finding of fresh) findings.set(finding.fingerprint, finding);
         total.filesScanned += result.filesScanned;
         total.filesSkipped += result.filesSkipped;
+        addSkips(total.skipped, result.skipped);
         total.bytesScanned += result.bytesScanned;
         yield {
           findings: fresh,
@@ -149,6 +154,7 @@ export async function* scanTreeProgressively(rootDir: string, options: ScanTreeO
     findings: [...findings.values()].sort(compareFindings),
     filesScanned: total.filesScanned,
     filesSkipped: total.filesSkipped + listing.filesSkipped,
+    skipped: addSkips(total.skipped, listing.skipped),
     bytesScanned: total.bytesScanned,
   };
 }
@@ -171,26 +177,30 @@ function compareFindings(a: SecretFinding, b: SecretFinding): number {
  * Lists the regular files to read. Sizes are not looked up here: the reader
  * enforces the size limit with no extra system call per file.
  */
-async function listCandidateFiles(rootDir: string): Promise<{ files: CandidateFile[]; filesSkipped: number }> {
+async function listCandidateFiles(rootDir: string): Promise<{ files: CandidateFile[]; filesSkipped: number; skipped: SkipCounts }> {
   const files: CandidateFile[] = [];
   let filesSkipped = 0;
+  const skipped = noSkips();
   const visit = async (directory: string, relativeDirectory: string): Promise<void> => {
     const subdirectories: Promise<void>[] = [];
     for (const entry of await readdir(directory, { withFileTypes: true })) {
       const absolutePath = `${directory}${path.sep}${entry.name}`;
       const relativePath = relativeDirectory ? `${relativeDirectory}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        if (!SKIPPED_DIRECTORY_NAMES.has(entry.name)) subdirectories.push(visit(absolutePath, relativePath));
+        const reason = skippedDirectoryReason(entry.name);
+        if (reason) skipped[reason]++;
+        else subdirectories.push(visit(absolutePath, relativePath));
       } else if (entry.isFile()) {
         files.push({ absolutePath, relativePath });
       } else if (entry.isSymbolicLink()) {
         filesSkipped++;
+        skipped.symbolicLinks++;
       }
     }
     await Promise.all(subdirectories);
   };
   await visit(path.resolve(rootDir), "");
-  return { files, filesSkipped };
+  return { files, filesSkipped, skipped };
 }
 
 function batchesOf(files: CandidateFile[]): CandidateFile[][] {

@@ -3,6 +3,7 @@
  * or a worker of worker-pool.ts).
  */
 import { closeSync, constants as fsConstants, openSync, readSync } from "node:fs";
+import { noSkips, type SkipCounts } from "../skipped.ts";
 import { findSecrets, isBinary, type SecretFinding } from "./file-scanner.ts";
 
 export interface CandidateFile {
@@ -14,10 +15,11 @@ export interface FileBatchResult {
   findings: SecretFinding[];
   filesScanned: number;
   filesSkipped: number;
+  skipped: SkipCounts;
   bytesScanned: number;
 }
 
-export const emptyResult = (): FileBatchResult => ({ findings: [], filesScanned: 0, filesSkipped: 0, bytesScanned: 0 });
+export const emptyResult = (): FileBatchResult => ({ findings: [], filesScanned: 0, filesSkipped: 0, skipped: noSkips(), bytesScanned: 0 });
 
 /**
  * Reads and scans files on the current thread, one at a time, through one read
@@ -27,8 +29,9 @@ export function scanBatch(files: CandidateFile[], maxFileBytes: number): FileBat
   const result = emptyResult();
   for (const file of files) {
     const content = readFileWithin(file.absolutePath, maxFileBytes);
-    if (content === null || isBinary(content)) {
+    if (content === null || content === OVER_SIZE_LIMIT || isBinary(content)) {
       result.filesSkipped++;
+      result.skipped[content === null ? "unreadableFiles" : content === OVER_SIZE_LIMIT ? "oversizedFiles" : "binaryFiles"]++;
       continue;
     }
     result.filesScanned++;
@@ -39,17 +42,19 @@ export function scanBatch(files: CandidateFile[], maxFileBytes: number): FileBat
 }
 
 let readBuffer = Buffer.alloc(0);
+/** readFileWithin's answer for a file larger than the limit (null is one that could not be read). */
+const OVER_SIZE_LIMIT: unique symbol = Symbol("over the size limit");
 
 /**
- * The file's bytes, or null when it is larger than `maxFileBytes`, is a
- * symbolic link, or cannot be read. The bytes are a view of a buffer that the
+ * The file's bytes; OVER_SIZE_LIMIT when it is larger than `maxFileBytes`;
+ * null when it is a symbolic link or cannot be read. The bytes are a view of a buffer that the
  * next call overwrites: findings copy what they keep. Source trees are mostly
  * small files, and on this kind of machine the system calls and allocations per
  * file cost more than scanning the bytes, so a file costs open, one read (a
  * short read of a regular file is its end; a full buffer means the file is over
  * the limit, without an fstat to learn its size) and close, and no allocation.
  */
-function readFileWithin(absolutePath: string, maxFileBytes: number): Buffer | null {
+function readFileWithin(absolutePath: string, maxFileBytes: number): Buffer | typeof OVER_SIZE_LIMIT | null {
   if (readBuffer.length < maxFileBytes + 1) readBuffer = Buffer.allocUnsafe(maxFileBytes + 1);
   let descriptor: number;
   try {
@@ -61,7 +66,7 @@ function readFileWithin(absolutePath: string, maxFileBytes: number): Buffer | nu
   }
   try {
     const length = readSync(descriptor, readBuffer, 0, maxFileBytes + 1, 0);
-    return length > maxFileBytes ? null : readBuffer.subarray(0, length);
+    return length > maxFileBytes ? OVER_SIZE_LIMIT : readBuffer.subarray(0, length);
   } catch {
     return null;
   } finally {

@@ -33,6 +33,9 @@ export interface SecretFinding {
   path: string;
   line: number;
   column: number;
+  /** Where the secret ends: its last line, and the column after its last character (SARIF's exclusive endColumn). */
+  endLine: number;
+  endColumn: number;
   message: string;
   /** The line with the secret redacted. */
   snippet: string;
@@ -221,10 +224,18 @@ function toFindings(relativePath: string, content: Buffer, matches: SecretMatch[
       path: relativePath,
       line,
       column,
+      ...endOfSecret(line, column, match.secret),
       message: `${match.compiled.rule.name} found (${redacted}). Revoke or rotate it, then remove it from the source.`,
       snippet: redactedSnippet(lineText, column - 1, match.secret),
       fingerprint,
     });
   }
   return findings;
+}
+
+/** The end of a secret that starts at line:column: a PEM block ends lines later, at the column after its last character. */
+function endOfSecret(line: number, column: number, secret: string): { endLine: number; endColumn: number } {
+  const lines = secret.split("\n");
+  if (lines.length === 1) return { endLine: line, endColumn: column + secret.length };
+  return { endLine: line + lines.length - 1, endColumn: lines[lines.length - 1].replace(/\r$/, "").length + 1 };
 }
