@@ -17,7 +17,7 @@ import { DataDirHeldError } from "../api/db/data-dir-lock.ts";
 import { migrate, pendingMigrations } from "../api/db/migrate.ts";
 import { createLogger } from "../shared/logger.ts";
 import { createVegaPubSub } from "../api/pubsub.ts";
-import { openArtifactStore } from "../api/services/artifact-store.ts";
+import { openConfiguredArtifactStore } from "../api/services/artifact-store.ts";
 import { recoverStaleScans } from "../api/services/recovery.ts";
 import { createLauncher } from "../worker/launchers/index.ts";
 import { countsOfRun, startCleanup, stopCleanupInProcess, type CleanupJobName } from "../api/services/cleanup.ts";
@@ -123,7 +123,7 @@ async function cleanupJob(name: string, argv: string[], config: Config, jobNames
   const log = createLogger(config, { service: "vega-maintenance", job: name });
   // With VEGA_REDIS_URL, the API's cleanupRunUpdated subscribers see this run too.
   const { pubsub, close: closePubSub } = createVegaPubSub(config, log);
-  const deps = { config, database, prisma: database.prisma, pubsub, log, artifacts: await openArtifactStore(config.artifactStoreDir) };
+  const deps = { config, database, prisma: database.prisma, pubsub, log, artifacts: await openConfiguredArtifactStore(config) };
   const interrupt = () => void stopCleanupInProcess(deps);
   process.once("SIGTERM", interrupt).once("SIGINT", interrupt);
   try {
