@@ -51,6 +51,8 @@ export interface S3StoreOptions {
   /** An S3-compatible endpoint (AWS_ENDPOINT_URL_S3); unset: AWS's, from the region. */
   endpoint?: string;
   forcePathStyle?: boolean;
+  /** Keys per ListObjectsV2 page and per DeleteObjects call (S3's maximum, 1,000, unless a test asks for smaller). */
+  batchSizes?: { list?: number; delete?: number };
   /** Extra client settings (tests pass credentials and a region here instead of through the environment). */
   client?: Partial<S3ClientConfig>;
 }
@@ -73,6 +75,8 @@ export async function openS3ArtifactStore(options: S3StoreOptions): Promise<Arti
     ...options.client,
   });
   const objectKey = (storageKey: string) => `${prefix}${storageKey}`;
+  const deleteBatch = Math.min(options.batchSizes?.delete ?? DELETE_BATCH, DELETE_BATCH);
+  const listPage = Math.min(options.batchSizes?.list ?? LIST_PAGE, LIST_PAGE);
   const sizeOf = async (storageKey: string) => {
     try {
       const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey(storageKey) }));
@@ -120,8 +124,8 @@ export async function openS3ArtifactStore(options: S3StoreOptions): Promise<Arti
     },
     async deleteMany(storageKeys) {
       const outcome: DeleteOutcome = { deleted: [], failures: [] };
-      for (let start = 0; start < storageKeys.length; start += DELETE_BATCH) {
-        const keys = storageKeys.slice(start, start + DELETE_BATCH);
+      for (let start = 0; start < storageKeys.length; start += deleteBatch) {
+        const keys = storageKeys.slice(start, start + deleteBatch);
         // Quiet: the answer lists only the keys that failed. S3 reports a key that was already gone as deleted.
         const answer = await client.send(
           new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.map((key) => ({ Key: objectKey(key) })), Quiet: true } }),
@@ -139,7 +143,7 @@ export async function openS3ArtifactStore(options: S3StoreOptions): Promise<Arti
       let continuationToken: string | undefined;
       do {
         const page = await client.send(
-          new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}${kind}/`, MaxKeys: LIST_PAGE, ContinuationToken: continuationToken }),
+          new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}${kind}/`, MaxKeys: listPage, ContinuationToken: continuationToken }),
         );
         const objects: StoredObject[] = (page.Contents ?? []).flatMap((object) =>
           object.Key
