@@ -16,7 +16,7 @@
  * lifecycle rule (deploy/README.md).
  */
 import { createReadStream } from "node:fs";
-import { rm } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Readable } from "node:stream";
@@ -31,7 +31,6 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
-import { mkdir } from "node:fs/promises";
 import { newStorageKey, type ArtifactStore, type DeleteOutcome, type StoredObject } from "./artifact-store.ts";
 
 /** S3's minimum part is 5 MiB; 16 MiB makes a 2 GiB archive 128 parts (of the 10,000 allowed). */
