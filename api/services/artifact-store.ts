@@ -14,7 +14,7 @@
  */
 import { createReadStream } from "node:fs";
 import type { Dirent } from "node:fs";
-import { lstat, mkdir, opendir, rename, rm, stat, unlink } from "node:fs/promises";
+import { lstat, mkdir, opendir, rename, rm, stat } from "node:fs/promises";
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Readable } from "node:stream";
@@ -184,7 +184,8 @@ export async function openArtifactStore(root: string): Promise<LocalArtifactStor
       const outcome: DeleteOutcome = { deleted: [], failures: [] };
       await eachConcurrently(storageKeys, CONCURRENT_FILE_OPERATIONS, async (storageKey) => {
         try {
-          await unlink(pathOf(storageKey));
+          // rm, not unlink: a directory under a key fails as "Path is a directory", as `delete` reports it.
+          await rm(pathOf(storageKey));
           outcome.deleted.push(storageKey);
         } catch (error) {
           // Already gone (another run got there first): that run counted it.
