@@ -33,7 +33,7 @@ import { handleMultipartGraphQL } from "./http/uploads.ts";
 import { handleOpsRest, OPS_REST_PREFIX } from "./http/ops-rest.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
 import { createVegaPubSub, type RedisStatus } from "./pubsub.ts";
-import { openArtifactStore } from "./services/artifact-store.ts";
+import { openConfiguredArtifactStore } from "./services/artifact-store.ts";
 import { CleanupGate } from "./services/cleanup-runs.ts";
 import { CleanupScheduler } from "./services/cleanup-scheduler.ts";
 import { SeenUsers } from "./services/users.ts";
@@ -97,7 +97,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     verifyToken: createTokenVerifier(config, signingKey),
     signingKey,
     seenUsers: new SeenUsers(),
-    artifacts: await openArtifactStore(config.artifactStoreDir),
+    artifacts: await openConfiguredArtifactStore(config, log),
     openLauncher: options.openLauncher,
     cleanupGate: new CleanupGate(),
     cleanupScheduler: new CleanupScheduler(config.cleanupIntervalSeconds),

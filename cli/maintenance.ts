@@ -17,7 +17,7 @@ import { DataDirHeldError } from "../api/db/data-dir-lock.ts";
 import { migrate, pendingMigrations } from "../api/db/migrate.ts";
 import { createLogger } from "../shared/logger.ts";
 import { createVegaPubSub } from "../api/pubsub.ts";
-import { openArtifactStore } from "../api/services/artifact-store.ts";
+import { openConfiguredArtifactStore } from "../api/services/artifact-store.ts";
 import { recoverStaleScans } from "../api/services/recovery.ts";
 import { createLauncher } from "../worker/launchers/index.ts";
 import { countsOfRun, type CleanupJobName } from "../api/services/cleanup.ts";
@@ -128,7 +128,7 @@ async function cleanupJob(name: "cleanup" | "prune-artifacts", argv: string[], c
     prisma: database.prisma,
     pubsub,
     log,
-    artifacts: await openArtifactStore(config.artifactStoreDir),
+    artifacts: await openConfiguredArtifactStore(config),
     cleanupGate: new CleanupGate(),
   };
   const interrupt = () => void stopCleanupInProcess(deps);

@@ -94,6 +94,19 @@ const origins: Parser<string[]> = (raw, name) => {
   return values;
 };
 
+/** Where the artifact store keeps archives: the local directory, or an S3 bucket and key prefix. */
+export type ArtifactStoreLocation = { kind: "local" } | { kind: "s3"; bucket: string; prefix: string };
+
+const artifactStoreLocation: Parser<ArtifactStoreLocation> = (raw, name) => {
+  const value = raw.trim();
+  if (value === "local") return { kind: "local" };
+  // Bucket names: 3-63 characters of lower-case letters, digits, dots and hyphens (S3's naming rules).
+  const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(value);
+  if (!match) throw new ConfigError(`${name}=${JSON.stringify(raw)} is neither \`local\` nor an s3://bucket/prefix URL`);
+  const prefix = (match[2] ?? "").replace(/^\/+|\/+$/g, "");
+  return { kind: "s3", bucket: match[1], prefix: prefix === "" ? "" : `${prefix}/` };
+};
+
 interface Setting<T> {
   env: string;
   default: string;
@@ -134,6 +147,15 @@ export const settings = {
   port: setting("VEGA_PORT", "4000", tcpPort, "port the API listens on (HTTP, WebSocket and SSE on /graphql); 0: any free port"),
   dataDir: setting("VEGA_DATA_DIR", "./data", text, "embedded database, generated token secret and (by default) artifacts"),
   artifactDir: setting("VEGA_ARTIFACT_DIR", "", optionalText, "artifact store directory (default: <VEGA_DATA_DIR>/artifacts)"),
+  artifactStore: setting(
+    "VEGA_ARTIFACT_STORE",
+    "local",
+    artifactStoreLocation,
+    "where archives are kept: `local` (the artifact directory) or `s3://bucket/prefix` (uploads still stream through the artifact directory's tmp/)",
+  ),
+  s3ForcePathStyle: setting("VEGA_S3_FORCE_PATH_STYLE", "false", boolean, "address the S3 bucket in the path (`endpoint/bucket/key`), for S3-compatible servers that need it"),
+  s3EndpointUrl: setting("AWS_ENDPOINT_URL_S3", "", url, "S3 endpoint of a non-AWS (S3-compatible) server; unset: AWS's own, from the region"),
+  artifactUrlTtlSeconds: setting("VEGA_ARTIFACT_URL_TTL_SECONDS", "900", positiveInteger, "lifetime of the presigned S3 URL a runner downloads its archive from (it needs it only to start the download)"),
   databaseUrl: setting("VEGA_DATABASE_URL", "", databaseUrl, "PostgreSQL URL; unset: embedded PGlite under VEGA_DATA_DIR"),
   databasePoolSize: setting("VEGA_DATABASE_POOL_SIZE", "10", positiveInteger, "PostgreSQL connections per process"),
   redisUrl: setting("VEGA_REDIS_URL", "", url, "Redis URL for subscriptions across API replicas; unset: in-memory"),

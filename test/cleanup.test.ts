@@ -9,6 +9,7 @@ import type { ScanStatus } from "../api/generated/prisma/client.ts";
 import { scheduledCleanupDueAt } from "../api/services/cleanup-scheduler.ts";
 import { CLEANUP_LOCK, CleanupGate, startCleanup, type CleanupDeps, type CleanupRequest } from "../api/services/cleanup-runs.ts";
 import { SeenUsers } from "../api/services/users.ts";
+import type { LocalArtifactStore } from "../api/services/artifact-store.ts";
 import { postgresTestUrl } from "./support/database.ts";
 import { ensureUserRow } from "./support/fixtures.ts";
 import { errorCodes, startTestServer, type TestServer } from "./support/server.ts";
@@ -44,14 +45,15 @@ async function emptyDatabaseAndStore(target: TestServer) {
     );
     await connection.exec(`TRUNCATE ${tables.map((table) => `"${table.tablename}"`).join(", ")} CASCADE`);
   });
-  for (const dir of ["sources", "reports", "tmp"]) await rm(path.join(target.app.deps.artifacts.root, dir), { recursive: true, force: true });
+  for (const dir of ["sources", "reports", "tmp"]) await rm(path.join((target.app.deps.artifacts as LocalArtifactStore).root, dir), { recursive: true, force: true });
   await mkdir(target.app.deps.artifacts.tmpDir, { recursive: true });
   // Users are remembered to spare upserts; the rows just went.
   target.app.deps.seenUsers = new SeenUsers();
 }
 
 const prisma = () => server.app.deps.prisma;
-const store = () => server.app.deps.artifacts;
+/** These tests run on the local backend (test/s3-artifact-store.test.ts runs cleanup on S3). */
+const store = () => server.app.deps.artifacts as LocalArtifactStore;
 const exists = (file: string) => access(file).then(
   () => true,
   () => false,

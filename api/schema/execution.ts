@@ -9,6 +9,7 @@ import {
   reportScanStarted,
   type ClaimedScan,
 } from "../services/scan-execution.ts";
+import { sourceDownloadForRunner, type SourceDownload } from "../services/source-download.ts";
 import { builder } from "./builder.ts";
 import { ScanEventRef, ScanPhaseEnum, ScanProgressRef, ScanRef, SeverityEnum } from "./scans.ts";
 
@@ -174,5 +175,28 @@ builder.mutationField("completeScan", (t) =>
     authScopes: { runner: true },
     args: { scanId: t.arg.id({ required: true }), input: t.arg({ type: CompleteScanInput, required: true }) },
     resolve: (_root, { scanId, input }, ctx) => completeScan(ctx.deps, ctx.viewer!, { scanId: String(scanId), completion: input }),
+  }),
+);
+
+const SourceDownloadRef = builder.objectRef<SourceDownload>("SourceDownload").implement({
+  description: "Where a runner downloads its scan's source archive; check the bytes against `sha256`.",
+  fields: (t) => ({
+    url: t.exposeString("url", { description: "A presigned S3 URL, or a path on the API (GET /v1/artifacts/:id)." }),
+    withToken: t.exposeBoolean("withToken", { description: "Send the runner token as a bearer token (the API's route only)." }),
+    expiresAt: t.field({ type: "DateTime", nullable: true, description: "When a presigned URL stops being accepted.", resolve: (download) => download.expiresAt }),
+    sizeBytes: t.field({ type: "BigInt", resolve: (download) => download.sizeBytes }),
+    sha256: t.exposeString("sha256"),
+  }),
+});
+
+builder.queryField("sourceDownload", (t) =>
+  t.field({
+    type: SourceDownloadRef,
+    description:
+      "The runner's source archive download: a short-lived presigned URL with the S3 store, the API's route with the local one. " +
+      "CONFLICT once the scan ended or was claimed again.",
+    authScopes: { runner: true },
+    args: { scanId: t.arg.id({ required: true }) },
+    resolve: (_root, { scanId }, ctx) => sourceDownloadForRunner(ctx.deps, ctx.viewer!, { scanId: String(scanId) }),
   }),
 );

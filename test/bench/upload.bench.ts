@@ -1,7 +1,9 @@
 /**
  * Uploading a 1 GiB archive through submitScan, side by side with a plain Node
  * HTTP server that streams the same body to disk: throughput ratio and the
- * API process's peak RSS growth (targets: ratio ≥ 0.5, growth ≤ 64 MiB).
+ * API process's peak RSS growth (targets: ratio ≥ 0.5, growth ≤ 64 MiB). Then
+ * the same upload into the S3 store (s3rver in a process of its own on this
+ * machine), as a ratio to the local store's, with its RSS growth.
  * Both servers run as child processes, measured from outside (/proc/<pid>/status).
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -13,6 +15,7 @@ import path from "node:path";
 import { once } from "node:events";
 import { signToken } from "../../api/auth.ts";
 import { startVega, stopProcess } from "../support/cli.ts";
+import { startS3Server } from "../support/s3.ts";
 
 const ARCHIVE_BYTES = 1024 * 1024 * 1024;
 const SECRET = "bench-secret-bench-secret-bench-secret";
@@ -174,13 +177,54 @@ export default async function benchUpload(): Promise<void> {
     const plainRun = await postFile(plain.url, archive, size, false);
     await stopProcess(plain.child);
 
-    const dataDir = path.join(dir, "vega-data");
-    const { child, output } = await startVega(
-      ["serve"],
-      { VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: SECRET, VEGA_CLEANUP_INTERVAL_SECONDS: "0" },
-      /Vega API listening/,
-      { timeoutMs: 300_000 },
-    );
+    const local = await submitThroughVega(dir, archive, size, "local", {});
+    const s3 = await startS3Server("vega-bench");
+    let remote: VegaRun;
+    try {
+      remote = await submitThroughVega(dir, archive, size, "s3", s3.env("bench/artifacts"));
+      // The object must hold the archive's bytes, not only the SDK's word for it.
+      const [object] = await s3.keys("bench/artifacts/sources/");
+      if (object?.size !== size) throw new Error(`the S3 object holds ${object?.size} bytes, not ${size}`);
+    } finally {
+      await s3.stop();
+    }
+
+    const plainRate = size / 2 ** 20 / plainRun.seconds;
+    const rate = (run: VegaRun) => size / 2 ** 20 / run.seconds;
+    console.log(`plain Node server → disk: ${plainRun.seconds.toFixed(2)} s, ${plainRate.toFixed(0)} MiB/s`);
+    for (const run of [local, remote]) {
+      console.log(`submitScan into the ${run.store} store (stream, hash, inspect, store): ${run.seconds.toFixed(2)} s, ${rate(run).toFixed(0)} MiB/s`);
+    }
+    console.log(`throughput ratio (submitScan local / plain): ${(rate(local) / plainRate).toFixed(2)} (target ≥ 0.5)`);
+    console.log(`throughput ratio (submitScan S3 / submitScan local, s3rver on this machine): ${(rate(remote) / rate(local)).toFixed(2)}`);
+    for (const run of [local, remote]) {
+      console.log(
+        `API peak RSS growth during the upload, ${run.store} store: ${run.growthMiB.toFixed(1)} MiB ` +
+          `(baseline ${run.baselineMiB.toFixed(0)} MiB; target ≤ 64 MiB, flat in the archive's size)`,
+      );
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+interface VegaRun {
+  store: "local" | "s3";
+  seconds: number;
+  growthMiB: number;
+  baselineMiB: number;
+}
+
+/** One `vega serve` of its own (with `env` on top), one 1 GiB submitScan, its time and its peak RSS growth. */
+async function submitThroughVega(dir: string, archive: string, size: number, store: VegaRun["store"], env: Record<string, string>): Promise<VegaRun> {
+  const dataDir = path.join(dir, `vega-data-${store}`);
+  const { child, output } = await startVega(
+    ["serve"],
+    { VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: SECRET, VEGA_CLEANUP_INTERVAL_SECONDS: "0", ...env },
+    /Vega API listening/,
+    { timeoutMs: 300_000 },
+  );
+  try {
     const port = Number(/"port":(\d+)/.exec(output())![1]);
     const token = await signToken(new TextEncoder().encode(SECRET), { sub: "bench", ttlSeconds: 3600 });
     const url = `http://127.0.0.1:${port}/graphql`;
@@ -188,19 +232,12 @@ export default async function benchUpload(): Promise<void> {
     await fetch(url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: '{"query":"{ viewer { id } }"}' });
     const rss = sampleRss(child.pid!);
     const baseline = await rss.current();
-    const vegaRun = await postFile(url, archive, size, true, token);
+    const run = await postFile(url, archive, size, true, token);
     const peak = await rss.stop();
-    await stopProcess(child);
-    if (vegaRun.status !== 200 || vegaRun.body.includes('"errors"')) throw new Error(`submitScan failed: ${vegaRun.status} ${vegaRun.body}`);
-
-    const plainRate = size / 2 ** 20 / plainRun.seconds;
-    const vegaRate = size / 2 ** 20 / vegaRun.seconds;
-    const growth = (peak - baseline) / 2 ** 20;
-    console.log(`plain Node server → disk: ${plainRun.seconds.toFixed(2)} s, ${plainRate.toFixed(0)} MiB/s`);
-    console.log(`submitScan (stream, hash, inspect, store): ${vegaRun.seconds.toFixed(2)} s, ${vegaRate.toFixed(0)} MiB/s`);
-    console.log(`throughput ratio (submitScan / plain): ${(vegaRate / plainRate).toFixed(2)} (target ≥ 0.5)`);
-    console.log(`API peak RSS growth during the upload: ${growth.toFixed(1)} MiB (baseline ${(baseline / 2 ** 20).toFixed(0)} MiB; target ≤ 64 MiB)`);
+    if (run.status !== 200 || run.body.includes('"errors"')) throw new Error(`submitScan (${store}) failed: ${run.status} ${run.body}`);
+    return { store, seconds: run.seconds, growthMiB: (peak - baseline) / 2 ** 20, baselineMiB: baseline / 2 ** 20 };
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await stopProcess(child);
+    await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -20,7 +20,12 @@ export interface Floor {
 export const FLOORS: Floor[] = [
   { name: "shared", mayImport: ["shared"], forbiddenPackages: ["@aws-sdk/", "@prisma/", "pg", "@electric-sql/pglite", "graphql-yoga", "@pothos/", "graphql-ws"] },
   { name: "api", mayImport: ["shared", "api"], forbiddenPackages: ["@aws-sdk/client-ecs"] },
-  { name: "worker", mayImport: ["shared", "worker"], forbiddenPackages: ["@prisma/", "pg", "@electric-sql/pglite", "graphql-yoga", "@pothos/", "pglite-prisma-adapter"] },
+  {
+    name: "worker",
+    mayImport: ["shared", "worker"],
+    // The runner only fetches the presigned URL the API hands it: no S3 client on this side.
+    forbiddenPackages: ["@prisma/", "pg", "@electric-sql/pglite", "graphql-yoga", "@pothos/", "pglite-prisma-adapter", "@aws-sdk/client-s3", "@aws-sdk/lib-storage", "@aws-sdk/s3-request-presigner"],
+  },
   { name: "cli", mayImport: ["shared", "api", "worker", "cli"], forbiddenPackages: [] },
 ];
 

@@ -1,6 +1,7 @@
 /**
  * The runner: runs one scan (VEGA_SCAN_ID) with a token bound to it and to its
- * claim. It downloads the source archive from the API, extracts it into a
+ * claim. It downloads the source archive (from S3 through a presigned URL the
+ * API hands it, or from the API itself with the local store), extracts it into a
  * temporary directory with the archive limits enforced again on the actual
  * bytes, runs the analyzers, sends findings as they are found (findings-stream.ts)
  * and completes the scan; all along it heartbeats with its progress
@@ -27,6 +28,7 @@ import {
   CompleteScanDocument,
   ReportScanProgressDocument,
   RunnerScanDocument,
+  SourceDownloadDocument,
   type FindingInput,
   type ScanEventInput,
 } from "../generated/graphql.ts";
@@ -74,18 +76,24 @@ async function report<T>(log: Logger, what: string, send: () => Promise<T>): Pro
   }
 }
 
-const artifactUrl = (apiUrl: string, artifactId: string) => new URL(`/v1/artifacts/${artifactId}`, apiUrl).toString();
-
+/**
+ * Fetches the archive from where the API says (a presigned S3 URL, or its own
+ * GET /v1/artifacts/:id with the token), hashing it on the way to disk. The
+ * token goes only to the API: a presigned URL carries its own authorization.
+ */
 async function downloadSource(
   settings: RunnerSettings,
+  download: { url: string; withToken: boolean },
   source: { id: string; sha256: string },
   target: string,
   signal: AbortSignal,
   onProgress: (bytes: number) => void,
 ) {
-  const response = await fetch(artifactUrl(settings.apiUrl, source.id), { headers: { authorization: `Bearer ${settings.token}` }, signal });
+  const headers: Record<string, string> = download.withToken ? { authorization: `Bearer ${settings.token}` } : {};
+  const response = await fetch(new URL(download.url, settings.apiUrl), { headers, signal });
   // 409: the scan ended, or was claimed again, before this runner could fetch its archive.
   if (response.status === 409) throw new ScanNoLongerActive("the API refused the archive download (CONFLICT)");
+  // The body of a failed S3 request (XML naming the bucket and key) is not repeated: the status says enough.
   if (!response.ok || !response.body) throw new Error(`downloading the source archive answered HTTP ${response.status}`);
   const hash = createHash("sha256");
   let bytes = 0;
@@ -172,7 +180,10 @@ export async function runScan(settings: RunnerSettings, log: Logger): Promise<Ru
       await heartbeat.enter("DOWNLOADING", { bytesDone: 0, bytesTotal: Number(scan.source.sizeBytes) });
       throwIfEnded();
       const archivePath = path.join(workDir, "source.zip");
-      const downloaded = await downloadSource(settings, scan.source, archivePath, ended.signal, (bytes) => heartbeat.update({ bytesDone: bytes }));
+      const { sourceDownload } = await report(log, "asking where to download the archive", () => api.request(SourceDownloadDocument, { scanId }));
+      const downloaded = await downloadSource(settings, sourceDownload, scan.source, archivePath, ended.signal, (bytes) =>
+        heartbeat.update({ bytesDone: bytes }),
+      );
       await heartbeat.enter("EXTRACTING", {
         filesDone: 0,
         filesTotal: scan.source.entryCount ?? null,

@@ -15,7 +15,6 @@
  * marked before its file is deleted: if the process dies in between, the file
  * is left with a deleted row, which the orphan-file job removes on a later run.
  */
-import { stat } from "node:fs/promises";
 import { Prisma } from "../../generated/prisma/client.ts";
 import { finishedStatuses } from "../../../shared/scan-status.ts";
 import {
@@ -23,7 +22,6 @@ import {
   FILE_CONCURRENCY,
   FileFailures,
   forEachConcurrently,
-  isMissing,
   type CleanupJobContext,
   type JobTally,
 } from "./job.ts";
@@ -73,7 +71,7 @@ export async function pruneFinishedScanArtifacts(ctx: CleanupJobContext, tally: 
         tally.count += batch.length;
         await files.next(() =>
           forEachConcurrently(batch, FILE_CONCURRENCY, async (artifact) => {
-            const bytes = await sizeOf(ctx.artifacts.pathOf(artifact.storageKey));
+            const bytes = await ctx.artifacts.sizeOf(artifact.storageKey);
             tally.bytes += bytes;
           }),
         );
@@ -85,17 +83,20 @@ export async function pruneFinishedScanArtifacts(ctx: CleanupJobContext, tally: 
             AND ${everyScanFinishedBefore(cutoff)}
           RETURNING a."storageKey"`;
         tally.count += claimed.length;
-        await files.next(() =>
-          forEachConcurrently(claimed, FILE_CONCURRENCY, async (artifact) => {
+        await files.next(async () => {
+          // The sizes first (a file already gone frees 0), then one batch delete (S3: DeleteObjects).
+          const sizes = new Map<string, number>();
+          await forEachConcurrently(claimed, FILE_CONCURRENCY, async ({ storageKey }) => {
             try {
-              // Read the size first: `tally.bytes += await …` would add to a total read before the await.
-              const bytes = await ctx.artifacts.delete(artifact.storageKey);
-              tally.bytes += bytes;
+              sizes.set(storageKey, await ctx.artifacts.sizeOf(storageKey));
             } catch (error) {
-              failures.add(artifact.storageKey, error);
+              failures.add(storageKey, error);
             }
-          }),
-        );
+          });
+          const outcome = await ctx.artifacts.deleteMany([...sizes.keys()]);
+          for (const storageKey of outcome.deleted) tally.bytes += sizes.get(storageKey) ?? 0;
+          for (const { storageKey, error } of outcome.failures) failures.add(storageKey, error);
+        });
       }
       if (batch.length < CLEANUP_BATCH_SIZE) break;
     }
@@ -124,15 +125,5 @@ class FileWork {
   async drain() {
     await this.running;
     if (this.failure) throw this.failure.error;
-  }
-}
-
-/** The size a delete would free: 0 for a file already gone. */
-async function sizeOf(file: string): Promise<number> {
-  try {
-    return (await stat(file)).size;
-  } catch (error) {
-    if (isMissing(error)) return 0;
-    throw error;
   }
 }

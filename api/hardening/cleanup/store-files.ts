@@ -4,16 +4,18 @@
  * and upload temporaries in `tmp/` that were abandoned (a client went away, a
  * process died mid-upload).
  *
- * Both walk the store as a stream (`opendir`, one directory handle at a time)
- * and work CLEANUP_BATCH_SIZE files at a time: orphan candidates are looked up
- * by storage key in one query per batch. A file modified within the last hour
- * is never touched: an accepted upload is renamed into `sources/` a moment
- * before its row commits, and an upload in progress keeps writing its
- * temporary file (rename keeps the modification time of the last write).
+ * Orphans are found through the store's listing (a directory walk with
+ * `opendir`, or S3's ListObjectsV2 a page of 1,000 keys at a time), looked up
+ * by storage key CLEANUP_BATCH_SIZE at a time in one query each, and removed
+ * with one batch delete per batch (S3: DeleteObjects). Upload temporaries are
+ * always local files (both backends stream uploads through `tmp/`). A file
+ * modified within the last hour is never touched: an accepted upload is put
+ * under its key a moment before its row commits, and an upload in progress
+ * keeps writing its temporary file (rename keeps the modification time of the
+ * last write; an S3 object's is when its upload completed).
  */
-import type { Dirent } from "node:fs";
-import { lstat, opendir, unlink } from "node:fs/promises";
-import path from "node:path";
+import { lstat, unlink } from "node:fs/promises";
+import { STORED_KINDS, walkFiles, type StoredObject } from "../../services/artifact-store.ts";
 import {
   CLEANUP_BATCH_SIZE,
   FILE_CONCURRENCY,
@@ -27,58 +29,46 @@ import {
 /** How long a store file is left alone after its last write. */
 export const STORE_FILE_GRACE_MS = 60 * 60 * 1000;
 
-/** The directories under which committed files live (artifact-store.ts `commit`). */
-const STORED_KINDS = ["sources", "reports"] as const;
-
-/** Regular files under `dir`, depth first, read one directory entry batch at a time (never a whole tree in memory). */
-export async function* walkFiles(dir: string): AsyncGenerator<string> {
-  const pending = [dir];
-  while (pending.length > 0) {
-    const current = pending.pop()!;
-    let entries: AsyncIterable<Dirent>;
-    try {
-      entries = await opendir(current);
-    } catch (error) {
-      if (isMissing(error)) continue;
-      throw error;
-    }
-    for await (const entry of entries) {
-      const full = path.join(current, entry.name);
-      if (entry.isDirectory()) pending.push(full);
-      else if (entry.isFile()) yield full;
-    }
-  }
-}
-
-/** Groups an async stream into arrays of up to `size`. */
-async function* inBatches<T>(items: AsyncIterable<T>, size: number): AsyncGenerator<T[]> {
+/** Groups an async stream of pages into arrays of up to `size`. */
+async function* inBatches<T>(pages: AsyncIterable<T | T[]>, size: number): AsyncGenerator<T[]> {
   let batch: T[] = [];
-  for await (const item of items) {
-    batch.push(item);
-    if (batch.length >= size) {
-      yield batch;
-      batch = [];
+  for await (const page of pages) {
+    for (const item of Array.isArray(page) ? page : [page]) {
+      batch.push(item);
+      if (batch.length >= size) {
+        yield batch;
+        batch = [];
+      }
     }
   }
   if (batch.length > 0) yield batch;
 }
 
-const storageKeyOf = (root: string, file: string) => path.relative(root, file).split(path.sep).join("/");
-
 export async function removeOrphanFiles(ctx: CleanupJobContext, tally: JobTally): Promise<void> {
-  const root = ctx.artifacts.root;
   const failures = new FileFailures();
+  const graceCutoff = ctx.now.getTime() - STORE_FILE_GRACE_MS;
   for (const kind of STORED_KINDS) {
-    for await (const files of inBatches(walkFiles(path.join(root, kind)), CLEANUP_BATCH_SIZE)) {
+    for await (const objects of inBatches<StoredObject>(ctx.artifacts.list(kind), CLEANUP_BATCH_SIZE)) {
       ctx.signal?.throwIfAborted();
-      const keys = files.map((file) => storageKeyOf(root, file));
+      const old = objects.filter((object) => object.modifiedAt.getTime() <= graceCutoff);
+      if (old.length === 0) continue;
       const live = await ctx.prisma.artifact.findMany({
-        where: { storageKey: { in: keys }, deletedAt: null },
+        where: { storageKey: { in: old.map((object) => object.storageKey) }, deletedAt: null },
         select: { storageKey: true },
       });
       const liveKeys = new Set(live.map((artifact) => artifact.storageKey));
-      const orphans = files.filter((_file, index) => !liveKeys.has(keys[index]));
-      await forEachConcurrently(orphans, FILE_CONCURRENCY, (file) => removeIfOld(ctx, tally, failures, file));
+      const orphans = old.filter((object) => !liveKeys.has(object.storageKey));
+      if (orphans.length === 0) continue;
+      if (ctx.dryRun) {
+        tally.count += orphans.length;
+        for (const orphan of orphans) tally.bytes += orphan.sizeBytes;
+        continue;
+      }
+      const outcome = await ctx.artifacts.deleteMany(orphans.map((orphan) => orphan.storageKey));
+      const sizes = new Map(orphans.map((orphan) => [orphan.storageKey, orphan.sizeBytes]));
+      tally.count += outcome.deleted.length;
+      for (const storageKey of outcome.deleted) tally.bytes += sizes.get(storageKey) ?? 0;
+      for (const { storageKey, error } of outcome.failures) failures.add(storageKey, error);
     }
   }
   failures.throwIfAny("orphaned files");
@@ -86,7 +76,7 @@ export async function removeOrphanFiles(ctx: CleanupJobContext, tally: JobTally)
 
 export async function removeAbandonedUploads(ctx: CleanupJobContext, tally: JobTally): Promise<void> {
   const failures = new FileFailures();
-  for await (const files of inBatches(walkFiles(ctx.artifacts.tmpDir), CLEANUP_BATCH_SIZE)) {
+  for await (const files of inBatches<string>(walkFiles(ctx.artifacts.tmpDir), CLEANUP_BATCH_SIZE)) {
     ctx.signal?.throwIfAborted();
     await forEachConcurrently(files, FILE_CONCURRENCY, (file) => removeIfOld(ctx, tally, failures, file));
   }
