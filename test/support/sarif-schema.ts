@@ -1,4 +1,4 @@
-/** A validator for the official SARIF 2.1.0 JSON schema shipped in test/fixtures (see test/sarif.test.ts for its source). */
+/** A validator for the official SARIF 2.1.0 JSON schema shipped in test/fixtures (see test/unit/sarif.test.ts for its source). */
 import { readFileSync } from "node:fs";
 import { Ajv, type ValidateFunction } from "ajv";
 import * as ajvFormats from "ajv-formats";
