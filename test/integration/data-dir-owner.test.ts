@@ -181,15 +181,16 @@ describe("vega maintenance cleanup through a server whose cleanup is in progress
     // The server's own run holds on deleting an expired archive until the test lets it go.
     await insertScan(server.app.deps.prisma, { ownerId: "alice", status: "SUCCEEDED" });
     const store = server.app.deps.artifacts;
-    const originalDelete = store.delete;
+    // The retention job deletes expired archives in batches (deleteMany): its first batch is held.
+    const originalDelete = store.deleteMany;
     let releaseDelete!: () => void;
     const deleteReleased = new Promise<void>((resolve) => (releaseDelete = resolve));
     let deleteReached!: () => void;
     const deleteStarted = new Promise<void>((resolve) => (deleteReached = resolve));
-    store.delete = async (storageKey) => {
+    store.deleteMany = async (storageKeys) => {
       deleteReached();
       await deleteReleased;
-      return originalDelete(storageKey);
+      return originalDelete.call(store, storageKeys);
     };
     // The CLI finds the server through the lock, as it would find `vega serve` holding the directory.
     const lock = await acquireDataDirLock(server.dataDir, { command: "vega serve" });
@@ -214,7 +215,7 @@ describe("vega maintenance cleanup through a server whose cleanup is in progress
       expect(await server.app.deps.prisma.cleanupRun.count()).toBe(1);
     } finally {
       releaseDelete();
-      store.delete = originalDelete;
+      store.deleteMany = originalDelete;
       await lock.release();
     }
     await waitFor("the server's run to finish", async () => (await server.app.deps.prisma.cleanupRun.findFirst({ where: { status: "RUNNING" } })) === null);
