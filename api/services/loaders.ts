@@ -103,7 +103,7 @@ export function createLoaders(prisma: PrismaClient) {
           if (shape.severities?.length) conditions.push(Prisma.sql`f.severity::text = ANY(${shape.severities}::text[])`);
           if (shape.ruleId) conditions.push(Prisma.sql`f."ruleId" = ${shape.ruleId}`);
           const rows = await prisma.$queryRaw<Finding[]>`
-            SELECT id, "scanId", "ruleId", severity, path, line, "column", message, snippet, fingerprint, "createdAt" FROM (
+            SELECT id, "scanId", "ruleId", severity, path, line, "column", "endLine", "endColumn", message, snippet, fingerprint, "createdAt" FROM (
               SELECT f.*, row_number() OVER (PARTITION BY f."scanId" ORDER BY ${page.orderBy}) AS position
               FROM "Finding" f
               WHERE ${Prisma.join(conditions, " AND ")}

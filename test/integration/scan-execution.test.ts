@@ -167,6 +167,19 @@ describe("the runner", () => {
     expect(scan.events.map((event) => event.code)).toEqual(expect.arrayContaining(["QUEUED", "STARTING", "RUNNING", "EXTRACTED", "ANALYZED", "SUCCEEDED"]));
     // The secret's end is stored for SARIF regions: 20 characters from column 29.
     expect(scan.findings.find((row) => row.ruleId === "aws-access-key-id")).toMatchObject({ line: 2, column: 29, endLine: 2, endColumn: 49 });
+    // ...and answered by the API (Scan.findings reads through its page loader).
+    const served = await server.gql(
+      "query ($id: ID!) { scan(id: $id) { findings(first: 10) { edges { node { ruleId line column endLine endColumn } } } } }",
+      { id: scanId },
+      alice,
+    );
+    expect(served.body.data.scan.findings.edges.map((edge: any) => edge.node)).toContainEqual({
+      ruleId: "aws-access-key-id",
+      line: 2,
+      column: 29,
+      endLine: 2,
+      endColumn: 49,
+    });
     // What was not read is said, by reason: the node_modules directory.
     const analyzed = scan.events.find((event) => event.code === "ANALYZED")!;
     expect(analyzed.data).toMatchObject({ filesScanned: 2, filesSkipped: 0, skipped: { vendoredDirectories: 1, binaryFiles: 0, oversizedFiles: 0 } });
