@@ -9,14 +9,14 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signToken } from "../../api/auth.ts";
 import { createVegaPubSub, type VegaPubSub } from "../../api/pubsub.ts";
 import { startVega, stopProcess } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { connectWs, SubscriptionError, type WsConnection } from "../support/ws.ts";
 
 const redisUrl = process.env.VEGA_TEST_REDIS_URL || "redis://127.0.0.1:6379";
@@ -57,7 +57,7 @@ describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () 
   let connection: WsConnection | undefined;
 
   async function startReplica(): Promise<Replica> {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-replica-"));
+    const dataDir = await migratedDataDir("vega-replica-");
     const { child, output } = await startVega(
       ["serve"],
       { ...TIMING, VEGA_REDIS_URL: redisUrl, VEGA_REDIS_CHANNEL_PREFIX: channelPrefix, VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: secret },
