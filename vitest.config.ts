@@ -22,9 +22,10 @@ export default defineConfig({
     // Tests that spawn `vega` processes read this to find the binary.
     env: { VEGA_LOG_LEVEL: "warn" },
     projects: [
-      // One migrated template database per run, copied for each test database.
+      // One migrated template database per run, copied for each test database and for the data
+      // directory of each `vega` process the tests start.
       { extends: true, test: { name: "database", include: tiers.database, globalSetup: ["test/support/global-setup.ts"] } },
-      { extends: true, test: { name: "plain", include: tiers.plain } },
+      { extends: true, test: { name: "plain", include: tiers.plain, globalSetup: ["test/support/global-setup.ts"] } },
     ],
   },
 });

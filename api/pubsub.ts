@@ -109,8 +109,9 @@ const isEnvelope = (value: unknown): value is Envelope =>
   typeof value === "object" && value !== null && "origin" in value && "detail" in value && typeof value.origin === "string";
 
 /** The event target of createPubSub: local delivery first, Redis for the other replicas. */
-function createReplicaEventTarget(redisUrl: string, log: Logger | undefined) {
+function createReplicaEventTarget(redisUrl: string, channelPrefix: string, log: Logger | undefined) {
   const origin = randomUUID();
+  const channelOf = (type: string) => `${channelPrefix}${type}`;
   const listeners = new Map<string, Set<Listener>>();
   const publishClient = new Redis(redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
   const subscribeClient = new Redis(redisUrl, { maxRetriesPerRequest: null });
@@ -149,6 +150,7 @@ function createReplicaEventTarget(redisUrl: string, log: Logger | undefined) {
   };
 
   subscribeClient.on("message", (channel: string, message: string) => {
+    if (!channel.startsWith(channelPrefix)) return;
     let parsed: unknown;
     try {
       parsed = JSON.parse(message);
@@ -158,7 +160,7 @@ function createReplicaEventTarget(redisUrl: string, log: Logger | undefined) {
     }
     // A message without an envelope comes from a replica of an earlier version.
     if (isEnvelope(parsed) && parsed.origin === origin) return;
-    deliver(new CustomEvent(channel, { detail: isEnvelope(parsed) ? parsed.detail : parsed }));
+    deliver(new CustomEvent(channel.slice(channelPrefix.length), { detail: isEnvelope(parsed) ? parsed.detail : parsed }));
   });
 
   // Rejections here mean Redis is down; observe() has said so already.
@@ -171,7 +173,7 @@ function createReplicaEventTarget(redisUrl: string, log: Logger | undefined) {
       if (!set) {
         set = new Set();
         listeners.set(type, set);
-        quietly(subscribeClient.subscribe(type));
+        quietly(subscribeClient.subscribe(channelOf(type)));
       }
       set.add(listener);
     },
@@ -181,13 +183,13 @@ function createReplicaEventTarget(redisUrl: string, log: Logger | undefined) {
       set.delete(listener);
       if (set.size > 0) return;
       listeners.delete(type);
-      quietly(subscribeClient.unsubscribe(type));
+      quietly(subscribeClient.unsubscribe(channelOf(type)));
     },
     dispatchEvent(event: Event) {
       deliver(event);
       if (publishClient.status === "ready") {
         const detail = (event as CustomEvent).detail;
-        quietly(publishClient.publish(event.type, JSON.stringify({ origin, detail: detail ?? null } satisfies Envelope)));
+        quietly(publishClient.publish(channelOf(event.type), JSON.stringify({ origin, detail: detail ?? null } satisfies Envelope)));
       }
       return true;
     },
@@ -213,8 +215,8 @@ function redacted(url: string): string {
   return parsed.toString();
 }
 
-export function createVegaPubSub(config: Pick<Config, "redisUrl">, log?: Logger) {
-  const replicas = config.redisUrl ? createReplicaEventTarget(config.redisUrl, log) : undefined;
+export function createVegaPubSub(config: Pick<Config, "redisUrl" | "redisChannelPrefix">, log?: Logger) {
+  const replicas = config.redisUrl ? createReplicaEventTarget(config.redisUrl, config.redisChannelPrefix, log) : undefined;
   const pubsub = createPubSub<{
     scanStateChanged: [ScanStateChangePayload];
     scanProgress: [ScanProgressPayload];

@@ -78,6 +78,11 @@ const url: Parser<string | undefined> = (raw, name) => {
 };
 
 /** Browser origins (`https://app.example.com`): each exactly an origin, so that comparing with a request's Origin header is exact. */
+const channelPrefix: Parser<string> = (raw, name) => {
+  if (/^[\x21-\x7e]{0,64}$/.test(raw)) return raw;
+  throw new ConfigError(`${name}=${JSON.stringify(raw)} is not a channel prefix (up to 64 printable characters, no spaces)`);
+};
+
 const origins: Parser<string[]> = (raw, name) => {
   const values = list(raw, name);
   for (const value of values) {
@@ -159,6 +164,7 @@ export const settings = {
   databaseUrl: setting("VEGA_DATABASE_URL", "", databaseUrl, "PostgreSQL URL; unset: embedded PGlite under VEGA_DATA_DIR"),
   databasePoolSize: setting("VEGA_DATABASE_POOL_SIZE", "10", positiveInteger, "PostgreSQL connections per process"),
   redisUrl: setting("VEGA_REDIS_URL", "", url, "Redis URL for subscriptions across API replicas; unset: in-memory"),
+  redisChannelPrefix: setting("VEGA_REDIS_CHANNEL_PREFIX", "", channelPrefix, "prefix of Vega's Redis channel names, so that several deployments can share one Redis (Redis channels are not scoped by database number)"),
   logLevel: setting("VEGA_LOG_LEVEL", "info", oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent"), "pino log level"),
   logFormat: setting("VEGA_LOG_FORMAT", "auto", oneOf("auto", "json", "pretty"), "logs on stderr: auto is readable lines on a terminal and JSON otherwise"),
   maxRequestBytes: setting("VEGA_MAX_REQUEST_BYTES", "1048576", positiveInteger, "body size of a non-upload request, and of a WebSocket frame"),

@@ -5,12 +5,13 @@
  * that holds the directory, and after each fault (a restart, a SIGKILL) every
  * write that was reported done is still there.
  */
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { acquireDataDirLock, LOCK_FILE, type DataDirOwner } from "../../api/db/data-dir-lock.ts";
 import { runVega, summaryOf } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { insertScan } from "../support/fixtures.ts";
 import { dataDirKey, operatorToken, startVegaServer, type VegaServerProcess } from "../support/processes.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
@@ -51,7 +52,7 @@ describe("the embedded data directory while `vega start` runs on it", () => {
   const scanAsServed = async (target: VegaServerProcess) => (await target.gql(SCAN, { id: scanId }, aliceToken)).data?.scan;
 
   beforeAll(async () => {
-    dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-owner-"));
+    dataDir = await migratedDataDir("vega-owner-");
     env = { VEGA_DATA_DIR: dataDir, VEGA_WORKER_POLL_INTERVAL_SECONDS: "1" };
     server = await startVegaServer("start", env);
     const key = await dataDirKey(dataDir);
@@ -156,7 +157,7 @@ describe("the embedded data directory while `vega start` runs on it", () => {
 
 describe("vega maintenance on a data directory held by something other than a server", () => {
   it("exits 75 with skipped: true naming the owner, and does nothing", async () => {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-owner-"));
+    const dataDir = await migratedDataDir("vega-owner-");
     const lock = await acquireDataDirLock(dataDir, { command: "vega maintenance cleanup" });
     try {
       const result = await runVega(["maintenance", "prune-artifacts"], { VEGA_DATA_DIR: dataDir }, CLI);

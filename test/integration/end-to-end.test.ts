@@ -4,12 +4,12 @@
  * rule (and decoys) runs to completion; a subscription sees every transition;
  * the findings are exactly the planted ones; the SARIF log is valid.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runVega, startVega, stopProcess } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { plantedSecretsTree } from "../support/planted-secrets.ts";
 import { sarifValidator } from "../support/sarif-schema.ts";
 import { submitScan } from "../support/uploads.ts";
@@ -23,7 +23,7 @@ let token: string;
 let ws: WsConnection;
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-e2e-"));
+  dataDir = await migratedDataDir("vega-e2e-");
   const env = { VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_WORKER_POLL_INTERVAL_SECONDS: "1" };
   // A fresh embedded database takes a while to initialise on a busy machine.
   const started = await startVega(["start"], env, /"msg":"runner launched"|"msg":"worker registered"/, { timeoutMs: 300_000 });

@@ -11,6 +11,7 @@
  * VEGA_TEST_REDIS_URL, as in CI's PostgreSQL pass): PGlite is one process's
  * database. Every process is stopped by the pid the test holds.
  */
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -66,6 +67,8 @@ beforeAll(async () => {
     ...TIMING,
     VEGA_DATABASE_URL: postgres.url,
     VEGA_REDIS_URL: redisUrl!,
+    // This run's own channels: another run sharing the Redis (CI's two passes) is not heard.
+    VEGA_REDIS_CHANNEL_PREFIX: `fleet-${randomUUID()}:`,
     VEGA_JWT_SECRET: TEST_JWT_SECRET,
     VEGA_CLEANUP_INTERVAL_SECONDS: "0",
     // Every finished scan's archive is expired at once: the cleanup step has something to remove.

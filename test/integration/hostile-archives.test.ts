@@ -9,7 +9,7 @@ import os from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runScanWithRunner } from "../support/execution.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
-import { expectServerUntouched } from "../support/untouched.ts";
+import { expectServerStillUntouched, expectServerUntouched } from "../support/untouched.ts";
 import { submitScan } from "../support/uploads.ts";
 import { buildRawZip, buildZip, buildZipWithEntryName, deflated } from "../support/zips.ts";
 
@@ -20,7 +20,10 @@ beforeAll(async () => {
   server = await startTestServer({ VEGA_MAX_ACTIVE_SCANS_PER_USER: "1000" });
   alice = await server.token("alice");
 });
-afterAll(() => server?.close());
+afterAll(async () => {
+  if (server) await expectServerStillUntouched(server);
+  await server?.close();
+});
 
 async function stored() {
   const { prisma } = server.app.deps;

@@ -19,7 +19,7 @@ import { createApp, type App } from "../../api/server.ts";
 import { personalWorkspaceId } from "../../api/services/users.ts";
 import { insertScan } from "../support/fixtures.ts";
 import { capturingLogger, startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
-import { expectServerUntouched } from "../support/untouched.ts";
+import { expectServerStillUntouched, expectServerUntouched } from "../support/untouched.ts";
 import { submitScan, SUBMIT_SCAN } from "../support/uploads.ts";
 import { connectWs, SubscriptionError } from "../support/ws.ts";
 import { buildNotAZip, buildZip } from "../support/zips.ts";
@@ -59,6 +59,7 @@ beforeAll(async () => {
   alice = await server.token("alice");
 });
 afterAll(async () => {
+  if (server) await expectServerStillUntouched(server);
   await server?.close();
   await broken?.app.close();
   // Its raw connection is closed already (that is what broke it); Prisma's client is what is left.

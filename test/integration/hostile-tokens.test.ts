@@ -17,7 +17,7 @@ import { runVega } from "../support/cli.ts";
 import { CLAIM, registerTestWorker } from "../support/execution.ts";
 import { insertScan } from "../support/fixtures.ts";
 import { errorCodes, startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
-import { expectServerUntouched } from "../support/untouched.ts";
+import { expectServerStillUntouched, expectServerUntouched } from "../support/untouched.ts";
 
 const key = new TextEncoder().encode(TEST_JWT_SECRET);
 const now = () => Math.floor(Date.now() / 1000);
@@ -27,7 +27,10 @@ let server: TestServer;
 beforeAll(async () => {
   server = await startTestServer();
 });
-afterAll(() => server?.close());
+afterAll(async () => {
+  if (server) await expectServerStillUntouched(server);
+  await server?.close();
+});
 
 /** An HS256 token with exactly these claims (a `sub` of "alice" unless given), as any issuer could sign it. */
 function token(claims: JWTPayload & Record<string, unknown>) {
@@ -116,6 +119,7 @@ describe("tokens of an OIDC issuer (JWKS) must expire too", () => {
     });
   });
   afterAll(async () => {
+    if (oidc) await expectServerStillUntouched(oidc);
     await oidc?.close();
     await new Promise((resolve) => jwks?.close(resolve));
   });
@@ -160,7 +164,10 @@ describe("cross-origin browser calls", () => {
     beforeAll(async () => {
       allowing = await startTestServer({ VEGA_CORS_ORIGINS: `${origin}, https://admin.example.com` });
     });
-    afterAll(() => allowing?.close());
+    afterAll(async () => {
+      if (allowing) await expectServerStillUntouched(allowing);
+      await allowing?.close();
+    });
 
     it("allows a listed origin, without credentials, and no other", async () => {
       const allowed = await query(allowing.graphqlUrl, { origin });

@@ -10,7 +10,7 @@ import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startServeProcess, type ServeProcess } from "../support/serve-process.ts";
-import { expectServerUntouched } from "../support/untouched.ts";
+import { expectServerStillUntouched, expectServerUntouched } from "../support/untouched.ts";
 import { multipartBody, SUBMIT_SCAN } from "../support/uploads.ts";
 import { buildZip } from "../support/zips.ts";
 
@@ -67,7 +67,10 @@ describe("the multipart map may only walk the operation's own JSON", () => {
   beforeAll(async () => {
     server = await startServeProcess();
   }, 200_000);
-  afterAll(() => server?.stop());
+  afterAll(async () => {
+    if (server) await expectServerStillUntouched(server);
+    await server?.stop();
+  });
 
   it.each([
     ["variables.__proto__.zzz", /"variables\.__proto__\.zzz" walks into "__proto__"/],
@@ -146,7 +149,10 @@ describe("a refused upload is readable by every client", () => {
     server = await startServeProcess({ VEGA_MAX_SOURCE_BYTES: String(200 * KiB) });
     token = await server.token("alice");
   }, 200_000);
-  afterAll(() => server?.stop());
+  afterAll(async () => {
+    if (server) await expectServerStillUntouched(server);
+    await server?.stop();
+  });
 
   const big = Buffer.alloc(50 * MiB, 7);
 
@@ -246,7 +252,10 @@ describe("an upload the client abandons leaves nothing behind", () => {
   beforeAll(async () => {
     server = await startServeProcess({ VEGA_UPLOAD_IDLE_SECONDS: "1", VEGA_MAX_ACTIVE_SCANS_PER_USER: "1000" });
   }, 200_000);
-  afterAll(() => server?.stop());
+  afterAll(async () => {
+    if (server) await expectServerStillUntouched(server);
+    await server?.stop();
+  });
 
   type Abort = "fin" | "rst" | "stall";
 

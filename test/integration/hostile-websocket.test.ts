@@ -8,7 +8,7 @@ import { once } from "node:events";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { startServeProcess, type ServeProcess } from "../support/serve-process.ts";
-import { expectServerUntouched } from "../support/untouched.ts";
+import { expectServerStillUntouched, expectServerUntouched } from "../support/untouched.ts";
 import { connectWs } from "../support/ws.ts";
 
 const MiB = 1024 * 1024;
@@ -17,7 +17,10 @@ let server: ServeProcess;
 beforeAll(async () => {
   server = await startServeProcess();
 }, 200_000);
-afterAll(() => server?.stop());
+afterAll(async () => {
+  if (server) await expectServerStillUntouched(server);
+  await server?.stop();
+});
 
 /**
  * An anonymous raw client speaking graphql-ws's subprotocol: sends `frame` as

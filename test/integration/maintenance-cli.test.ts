@@ -9,6 +9,7 @@ import { loadConfig, settings } from "../../shared/config.ts";
 import { openDatabase, type Database } from "../../api/db/client.ts";
 import { CLEANUP_LOCK } from "../../api/services/cleanup-runs.ts";
 import { childEnv, runVega, summaryOf, type CliResult } from "../support/cli.ts";
+import { seedDataDir } from "../support/data-dir.ts";
 import { createPostgresDatabase, postgresTestUrl } from "../support/database.ts";
 import { startEcsEndpoint, type EcsEndpoint } from "../support/ecs-endpoint.ts";
 import { ensureUserRow } from "../support/fixtures.ts";
@@ -25,7 +26,8 @@ const exists = (file: string) => access(file).then(
 
 /**
  * A data directory (and, with VEGA_TEST_DATABASE_URL, a PostgreSQL database) for
- * the CLI, migrated by `vega maintenance migrate`. The embedded database opens in
+ * the CLI: copies of the run's migrated templates unless `migrated` is false
+ * (`vega maintenance migrate` itself is tested in migrations.test.ts). The embedded database opens in
  * one process at a time: fixtures are written with `withDatabase`, which closes
  * it again before the next `vega` runs.
  */
@@ -37,9 +39,10 @@ interface Target {
   dispose(): Promise<void>;
 }
 
-async function createTarget(): Promise<Target> {
+async function createTarget({ migrated = true } = {}): Promise<Target> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-cli-"));
-  const postgres = postgresTestUrl ? await createPostgresDatabase() : undefined;
+  if (migrated) await seedDataDir(dataDir);
+  const postgres = postgresTestUrl ? await createPostgresDatabase({ migrated }) : undefined;
   const env = {
     VEGA_DATA_DIR: dataDir,
     VEGA_ARTIFACT_RETENTION_SECONDS: "3600",
@@ -92,8 +95,6 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
   let target: Target;
   beforeAll(async () => {
     target = await createTarget();
-    const migrated = await runVega(["maintenance", "migrate"], target.env, CLI);
-    expect(migrated.code, migrated.stderr).toBe(0);
   });
   afterAll(() => target?.dispose());
 
@@ -192,7 +193,7 @@ describe("vega maintenance cleanup and prune-artifacts", () => {
 
 describe("vega maintenance on a database not migrated yet", () => {
   it("exits 1 and says to run migrate first", async () => {
-    const target = await createTarget();
+    const target = await createTarget({ migrated: false });
     try {
       const result = await runVega(["maintenance", "cleanup"], target.env, CLI);
       expect(result.code).toBe(1);

@@ -17,7 +17,8 @@ async function emptyDatabase() {
   return db;
 }
 
-describe("the migration runner", () => {
+// Each test starts from an empty database, paying PGlite's initdb: seconds of CPU, minutes on a loaded machine.
+describe("the migration runner", { timeout: 240_000 }, () => {
   it("applies every migration once and records it as Prisma does", async () => {
     const db = await emptyDatabase();
     const migrations = await listMigrations();

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { insertScan } from "../support/fixtures.ts";
 import { errorCodes, startTestServer, type TestServer } from "../support/server.ts";
-import { expectServerUntouched } from "../support/untouched.ts";
+import { expectServerStillUntouched, expectServerUntouched } from "../support/untouched.ts";
 
 let server: TestServer;
 let owner: string;
@@ -94,7 +94,10 @@ beforeAll(async () => {
     await prisma.cleanupRun.create({ data: { trigger: "OPERATOR", status: "SUCCEEDED", startedAt, finishedAt: startedAt } });
   }
 });
-afterAll(() => server?.close());
+afterAll(async () => {
+  if (server) await expectServerStillUntouched(server);
+  await server?.close();
+});
 
 describe.each(connections)("$name pages both ways", (connection) => {
   it("walks the same rows backwards with last/before as forwards with first/after", async () => {

@@ -5,8 +5,7 @@
  * test endpoint about tasks through the real SDK (AWS_ENDPOINT_URL_ECS).
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { ECSClient } from "@aws-sdk/client-ecs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,6 +13,7 @@ import { loadConfig } from "../../shared/config.ts";
 import { openDatabase, type Database } from "../../api/db/client.ts";
 import { createEcsLauncher } from "../../worker/launchers/ecs.ts";
 import { runVega, type CliResult } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { createPostgresDatabase, postgresTestUrl } from "../support/database.ts";
 import { startEcsEndpoint, type EcsEndpoint } from "../support/ecs-endpoint.ts";
 import { ecsClientEnv, insertScansInBulk, testEcsLauncherOptions } from "../support/recovery.ts";
@@ -44,7 +44,7 @@ async function withDatabase<T>(work: (database: Database) => Promise<T>): Promis
 
 beforeAll(async () => {
   ecs = await startEcsEndpoint();
-  dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-recover-cli-"));
+  dataDir = await migratedDataDir("vega-recover-cli-");
   const postgres = postgresTestUrl ? await createPostgresDatabase() : undefined;
   dropPostgres = postgres?.drop;
   databaseEnv = { VEGA_DATA_DIR: dataDir, ...(postgres ? { VEGA_DATABASE_URL: postgres.url } : {}) };

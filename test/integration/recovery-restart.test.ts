@@ -12,12 +12,12 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { signToken } from "../../api/auth.ts";
 import { startVega, stopProcess, vegaBin } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
 import { submitScan } from "../support/uploads.ts";
 import {
@@ -103,7 +103,7 @@ describe("kill -9 of the whole `vega start` process group with two scans running
   });
 
   it("fails both scans once their heartbeats are past the TTL, with their partial findings, and frees the quota", async () => {
-    dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-restart-"));
+    dataDir = await migratedDataDir("vega-restart-");
     const baseEnv = { VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: TEST_JWT_SECRET };
     const start = async (env: Record<string, string>) => {
       // The group's leader, so that one kill reaches the API, the embedded worker and its runners.

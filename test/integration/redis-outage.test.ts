@@ -10,11 +10,11 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { signToken } from "../../api/auth.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { dataDirKey, freePort, operatorToken, startRedisServer, startVegaServer, type RedisProcess, type VegaServerProcess } from "../support/processes.ts";
 import { waitFor } from "../support/worker-process.ts";
 import { connectWs, SubscriptionError, type EventStream, type WsConnection } from "../support/ws.ts";
@@ -90,7 +90,7 @@ describe.skipIf(!hasRedisServer)("two API replicas while Redis goes away and com
   beforeAll(async () => {
     redisPort = await freePort();
     redis = await startRedisServer(redisPort);
-    for (let index = 0; index < 2; index++) dataDirs.push(await mkdtemp(path.join(os.tmpdir(), "vega-redis-outage-")));
+    for (let index = 0; index < 2; index++) dataDirs.push(await migratedDataDir("vega-redis-outage-"));
     [a, b] = await Promise.all(dataDirs.map((dataDir) => startVegaServer("serve", replicaEnv(dataDir))));
     opsToken = await signToken(key, { sub: "ops", groups: ["vega-ops"], ttlSeconds: 3600 });
     workerToken = await signToken(key, { sub: "fleet", scope: "worker", ttlSeconds: 3600 });
@@ -162,7 +162,7 @@ describe.skipIf(!hasRedisServer)("two API replicas while Redis goes away and com
 
 describe.skipIf(!hasRedisServer)("`vega start` with VEGA_REDIS_URL where nothing answers", () => {
   it("stays up: its worker heartbeats, its subscribers hear it, /readyz is 200 with Redis degraded, and SIGTERM ends it with 0", async () => {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-redis-none-"));
+    const dataDir = await migratedDataDir("vega-redis-none-");
     const server = await startVegaServer("start", { ...TIMING, VEGA_DATA_DIR: dataDir, VEGA_REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
     let ws: WsConnection | undefined;
     try {

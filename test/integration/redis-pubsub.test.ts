@@ -9,13 +9,14 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signToken } from "../../api/auth.ts";
+import { createVegaPubSub, type VegaPubSub } from "../../api/pubsub.ts";
 import { startVega, stopProcess } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { connectWs, SubscriptionError, type WsConnection } from "../support/ws.ts";
 
 const redisUrl = process.env.VEGA_TEST_REDIS_URL || "redis://127.0.0.1:6379";
@@ -47,6 +48,8 @@ interface Replica {
 }
 
 describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () => {
+  // This run's own channels: another run sharing the Redis (CI's two passes) is not heard.
+  const channelPrefix = `test-${randomBytes(6).toString("hex")}:`;
   const secret = randomBytes(32).toString("base64url");
   const key = new TextEncoder().encode(secret);
   const replicas: Replica[] = [];
@@ -54,10 +57,10 @@ describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () 
   let connection: WsConnection | undefined;
 
   async function startReplica(): Promise<Replica> {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-replica-"));
+    const dataDir = await migratedDataDir("vega-replica-");
     const { child, output } = await startVega(
       ["serve"],
-      { ...TIMING, VEGA_REDIS_URL: redisUrl, VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: secret },
+      { ...TIMING, VEGA_REDIS_URL: redisUrl, VEGA_REDIS_CHANNEL_PREFIX: channelPrefix, VEGA_DATA_DIR: dataDir, VEGA_PORT: "0", VEGA_HOST: "127.0.0.1", VEGA_JWT_SECRET: secret },
       /"msg":"Vega API listening"/,
       { timeoutMs: 180_000 },
     );
@@ -121,4 +124,55 @@ describe.skipIf(!redisUp)("subscriptions across API replicas through Redis", () 
     );
     expect(heartbeat.workerHeartbeats.worker.name).toBe("talks-to-b");
   }, 300_000);
+});
+
+describe.skipIf(!redisUp)("VEGA_REDIS_CHANNEL_PREFIX: deployments sharing one Redis", () => {
+  const opened: { close(): Promise<unknown> }[] = [];
+  const listening: AsyncIterator<unknown>[] = [];
+  afterAll(async () => {
+    await Promise.all(listening.map((iterator) => iterator.return?.()));
+    await Promise.all(opened.map((pubsub) => pubsub.close()));
+  });
+
+  function replica(redisChannelPrefix: string): VegaPubSub {
+    const created = createVegaPubSub({ redisUrl, redisChannelPrefix });
+    opened.push(created);
+    return created.pubsub;
+  }
+
+  /** Publishes from `from` until `to` hears it: a Redis SUBSCRIBE has no acknowledgement to wait for. */
+  async function publishUntilHeard(from: VegaPubSub, heard: () => boolean, cleanupRunId: string) {
+    for (let attempt = 0; !heard(); attempt++) {
+      expect(attempt, `${cleanupRunId} was never heard`).toBeLessThan(100);
+      from.publish("cleanupRunUpdated", { cleanupRunId });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  function listen(pubsub: VegaPubSub) {
+    const received: string[] = [];
+    const events = pubsub.subscribe("cleanupRunUpdated")[Symbol.asyncIterator]();
+    listening.push(events);
+    void (async () => {
+      for (let event = await events.next(); !event.done; event = await events.next()) received.push(event.value.cleanupRunId);
+    })();
+    return received;
+  }
+
+  it("delivers between replicas of one prefix, and never to a replica of another", async () => {
+    const unique = randomBytes(6).toString("hex");
+    const [a, b] = [replica(`blue-${unique}:`), replica(`blue-${unique}:`)];
+    const [c, d] = [replica(`green-${unique}:`), replica(`green-${unique}:`)];
+    const heardByB = listen(b);
+    const heardByC = listen(c);
+
+    // C's subscription is live once it hears its own deployment's D.
+    await publishUntilHeard(d, () => heardByC.includes("green-probe"), "green-probe");
+    await publishUntilHeard(a, () => heardByB.includes("blue"), "blue");
+    // Redis handled A's publications before this one, and delivers to C in order: had C been
+    // subscribed to blue's channel, A's events would come before this marker.
+    await publishUntilHeard(d, () => heardByC.includes("green-marker"), "green-marker");
+    expect(heardByC.filter((id) => id === "blue")).toEqual([]);
+    expect(heardByB.filter((id) => id.startsWith("green"))).toEqual([]);
+  });
 });

@@ -9,7 +9,7 @@ import type { ScanStatus } from "../../api/generated/prisma/client.ts";
 import { insertScan } from "../support/fixtures.ts";
 import { sarifValidator } from "../support/sarif-schema.ts";
 import { errorCodes, startTestServer, type TestServer } from "../support/server.ts";
-import { expectServerUntouched } from "../support/untouched.ts";
+import { expectServerStillUntouched, expectServerUntouched } from "../support/untouched.ts";
 
 let server: TestServer;
 let owner: string;
@@ -20,7 +20,10 @@ beforeAll(async () => {
   owner = await server.token("reporter");
   ({ validate } = sarifValidator());
 });
-afterAll(() => server?.close());
+afterAll(async () => {
+  if (server) await expectServerStillUntouched(server);
+  await server?.close();
+});
 
 const SCAN_SARIF = "query ($id: ID!) { scan(id: $id) { sarif } }";
 

@@ -5,13 +5,13 @@
  * ports and data directories of the test's.
  */
 import http from "node:http";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { signToken } from "../../api/auth.ts";
 import { runVega, startVega, stopProcess } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { freePort, startVegaServer } from "../support/processes.ts";
 import { startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
 import { startWorkerProcess } from "../support/worker-process.ts";
@@ -21,7 +21,7 @@ const CLI = { timeoutMs: 240_000 };
 
 const dirs: string[] = [];
 const dataDir = async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "vega-startup-"));
+  const dir = await migratedDataDir("vega-startup-");
   dirs.push(dir);
   return dir;
 };

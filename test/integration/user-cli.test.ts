@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMMANDS } from "../../cli/commands.ts";
 import { PRIMARY_LOCATION_LINE_HASH } from "../../api/services/sarif.ts";
 import { childEnv, runVega } from "../support/cli.ts";
+import { seedDataDir } from "../support/data-dir.ts";
 import { plantedSecretsTree } from "../support/planted-secrets.ts";
 import { startVegaServer, type VegaServerProcess } from "../support/processes.ts";
 import { sarifValidator } from "../support/sarif-schema.ts";
@@ -30,6 +31,7 @@ let hostileZip: string;
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "vega-user-cli-"));
   const dataDir = path.join(dir, "data");
+  await seedDataDir(dataDir);
   // The embedded default with no VEGA_JWT_SECRET: the CLI mints its token from VEGA_DATA_DIR/jwt-secret.
   server = await startVegaServer("start", { VEGA_DATA_DIR: dataDir, VEGA_WORKER_POLL_INTERVAL_SECONDS: "1", VEGA_LOG_LEVEL: "info" });
   env = { VEGA_DATA_DIR: dataDir, VEGA_API_URL: server.graphqlUrl };

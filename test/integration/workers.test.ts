@@ -1,5 +1,5 @@
 import type { ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -8,6 +8,7 @@ import { errorCodeOf } from "../../shared/errors.ts";
 import { authorizeWorkerAccess, registerWorker, workerLiveness } from "../../api/services/workers.ts";
 import { nextHeartbeatDelayMs, retryDelayMs } from "../../worker/heartbeat.ts";
 import { runVega, startVega, stopProcess } from "../support/cli.ts";
+import { migratedDataDir } from "../support/data-dir.ts";
 import { errorCodes, startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
 import { connectWs, watchSubscriptions, type EventStream, type WsConnection } from "../support/ws.ts";
 
@@ -269,7 +270,7 @@ describe("vega worker and vega start", () => {
   }, PROCESS_TEST_MS);
 
   it("runs the API with an embedded worker, and stops both cleanly on SIGTERM (worker first)", async () => {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-start-"));
+    const dataDir = await migratedDataDir("vega-start-");
     try {
       const started = await startVega(
         ["start"],

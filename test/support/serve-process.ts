@@ -6,11 +6,11 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import os from "node:os";
+import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { signToken, type TokenRequest } from "../../api/auth.ts";
 import { startVega, stopProcess } from "./cli.ts";
+import { migratedDataDir } from "./data-dir.ts";
 import { createPostgresDatabase, postgresTestUrl } from "./database.ts";
 import { TEST_JWT_SECRET } from "./server.ts";
 
@@ -36,7 +36,7 @@ export interface ServeProcess {
 }
 
 export async function startServeProcess(env: Record<string, string> = {}): Promise<ServeProcess> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), "vega-serve-"));
+  const dataDir = await migratedDataDir("vega-serve-");
   const postgres = postgresTestUrl ? await createPostgresDatabase({ migrated: true }) : undefined;
   const { child, output } = await startVega(
     ["serve"],

@@ -14,7 +14,7 @@ describe("writing scans through the door", () => {
   let workspaceId: string;
   let artifactId: string;
   const published: ScanStateChangePayload[] = [];
-  const { pubsub } = createVegaPubSub({ redisUrl: undefined });
+  const { pubsub } = createVegaPubSub({ redisUrl: undefined, redisChannelPrefix: "" });
   const publishing = { ...pubsub, publish: ((topic: string, payload: ScanStateChangePayload) => published.push(payload)) as typeof pubsub.publish };
 
   beforeAll(async () => {

@@ -79,7 +79,7 @@ describe("the rule in the database", () => {
   });
 
   it("has the stale-worker sweep report only the worker past the cut-off", async () => {
-    const { pubsub } = createVegaPubSub({ redisUrl: undefined });
+    const { pubsub } = createVegaPubSub({ redisUrl: undefined, redisChannelPrefix: "" });
     const reported = await reportStaleWorkers({ prisma: db.database.prisma, pubsub, config, log: createLogger({ logLevel: "silent" }) }, NOW);
     expect(namesOf(reported)).toEqual(["justStale"]);
   });
