@@ -120,6 +120,7 @@ async function start() {
   let disposeView = () => {};
   const route = () => {
     disposeView();
+    replaceChildren(flash);
     const scanMatch = /^#\/scans\/([\w-]+)$/.exec(location.hash);
     if (scanMatch) {
       const page = createScanPage(api, scanMatch[1]!, report);

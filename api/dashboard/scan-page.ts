@@ -77,17 +77,17 @@ export function createScanPage(api: Api, scanId: string, report: (message: strin
     h("section", { class: "panel" }, header),
     h(
       "section",
+      { class: "panel timeline", id: "timeline" },
+      h("h2", {}, "Timeline"),
+      h("table", {}, h("thead", {}, h("tr", {}, ["#", "When", "Kind", "Code", "Message"].map((title) => h("th", {}, title)))), timeline),
+    ),
+    h(
+      "section",
       { class: "panel findings", id: "findings" },
       h("h2", {}, "Findings"),
       h("div", { class: "toolbar" }, severityBoxes, h("label", {}, "Rule ", ruleInput), h("button", { onclick: () => void downloadSarif() }, "Download SARIF")),
       h("table", {}, h("thead", {}, h("tr", {}, ["Severity", "Rule", "Path", "Line", "Snippet (redacted)"].map((title) => h("th", {}, title)))), findingsBody),
       findingsNote,
-    ),
-    h(
-      "section",
-      { class: "panel timeline", id: "timeline" },
-      h("h2", {}, "Timeline"),
-      h("table", {}, h("thead", {}, h("tr", {}, ["#", "When", "Kind", "Code", "Message"].map((title) => h("th", {}, title)))), timeline),
     ),
   );
 
