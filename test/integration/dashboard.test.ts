@@ -18,8 +18,8 @@ import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApiGate, type ApiGate, type Hold } from "../support/api-gate.ts";
-import { stopProcess } from "../support/cli.ts";
-import { startTestServer, type TestServer } from "../support/server.ts";
+import { runVega, stopProcess } from "../support/cli.ts";
+import { startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
 import { submitScan } from "../support/uploads.ts";
 import { fakeAwsAccessKeyIds, startWorkerProcess, waitForScanStatus, within, type WorkerProcess } from "../support/worker-process.ts";
 import { watchSubscriptions } from "../support/ws.ts";
@@ -128,11 +128,18 @@ describe.skipIf(!haveChromium)("the dashboard in Chromium", () => {
     await server?.close();
   });
 
-  it("logs in from the address's fragment, keeps the token in sessionStorage and takes it out of the address bar", async () => {
-    await page.goto(`${server.url}/#token=${operator}`);
+  it("logs an operator in from the address `vega dashboard` prints, keeping the token in sessionStorage and out of the address bar", async () => {
+    const port = new URL(server.url).port;
+    const printed = await runVega(["dashboard", "--sub", "olivia"], { VEGA_JWT_SECRET: TEST_JWT_SECRET, VEGA_PORT: port, VEGA_DATA_DIR: server.dataDir }, { timeoutMs: 60_000 });
+    expect(printed.code, printed.stderr).toBe(0);
+    const address = printed.stdout.trim();
+    expect(address).toMatch(new RegExp(`^http://localhost:${port}/#token=[\\w-]+\\.[\\w-]+\\.[\\w-]+$`));
+    const token = address.split("#token=")[1]!;
+    await page.goto(address.replace("localhost", "127.0.0.1"));
     await page.locator("#ops").waitFor();
     expect(page.url()).toBe(`${server.url}/`);
-    expect(await page.evaluate(() => sessionStorage.getItem("vega.token"))).toBe(operator);
+    expect(await page.evaluate(() => sessionStorage.getItem("vega.token"))).toBe(token);
+    expect(await page.locator(".who").textContent()).toBe("olivia" + "operator");
     await expect.poll(() => page.locator(".live-state").textContent()).toBe("live");
     await recordScanRows(page);
   });
