@@ -41,6 +41,7 @@ import type { OpenLauncher } from "../shared/launcher.ts";
 import { startWorkerSweeper } from "./services/worker-sweeper.ts";
 import { createMetrics } from "./services/metrics.ts";
 import { METRICS_ROUTE, serveMetrics } from "./http/metrics.ts";
+import { buildDashboard, dashboardAssetOf, serveDashboard, type DashboardAssets } from "./http/dashboard.ts";
 
 export interface AppOptions {
   /** An already opened database (tests); otherwise opened from the settings. */
@@ -104,10 +105,12 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     metrics: createMetrics(pubsub),
   };
   const yoga = createGraphQLHandler(deps);
+  // Built while the database opens and the port is bound: ready before the first browser asks.
+  const dashboard = buildDashboard(log);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const requestId = requestIdOf(req);
     res.setHeader("x-request-id", requestId);
-    handle(deps, yoga, req, res, requestId, redisStatus).catch((error: unknown) => {
+    handle(deps, yoga, dashboard, req, res, requestId, redisStatus).catch((error: unknown) => {
       log.error({ err: error, requestId }, "request failed");
       if (!res.headersSent) sendJson(res, 500, { errors: [{ message: "Unexpected error", extensions: { code: "INTERNAL_SERVER_ERROR", requestId } }] });
       else res.destroy();
@@ -185,6 +188,7 @@ function requestIdOf(req: IncomingMessage): string {
 async function handle(
   deps: Deps,
   yoga: VegaYoga,
+  dashboard: DashboardAssets,
   req: IncomingMessage,
   res: ServerResponse,
   requestId: string,
@@ -200,6 +204,8 @@ async function handle(
   if (artifact && (req.method === "GET" || req.method === "HEAD")) return downloadArtifact(deps, req, res, artifact[1]);
   const sarif = SARIF_ROUTE.exec(url.pathname);
   if (sarif && req.method === "GET") return downloadSarif(deps, req, res, sarif[1]);
+  const page = dashboardAssetOf(url.pathname);
+  if (page && (req.method === "GET" || req.method === "HEAD")) return serveDashboard(dashboard, req, res, page);
   sendJson(res, 404, { errors: [{ message: `No route for ${req.method} ${url.pathname}`, extensions: { code: "NOT_FOUND" } }] });
 }
 

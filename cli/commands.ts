@@ -51,6 +51,19 @@ export const COMMANDS = {
       ttl: { type: "string", value: "SECONDS", description: "lifetime of the token (default 86400)" },
     },
   },
+  dashboard: {
+    name: "dashboard",
+    synopsis: "--sub ID [--ttl SECONDS]",
+    summary: "Print the dashboard's address with an operator's token (signed like `vega token`) that logs the browser in.",
+    flags: {
+      sub: { type: "string", value: "ID", description: "the operator's user id" },
+      ttl: { type: "string", value: "SECONDS", description: "lifetime of the token (default 28800, eight hours)" },
+    },
+    notes: [
+      "The token is given the first group of VEGA_OPS_GROUPS. Open the address in a browser on this machine;",
+      "the page keeps the token in the tab's sessionStorage and removes it from the address bar.",
+    ],
+  },
   maintenance: {
     name: "maintenance",
     synopsis: "<job> [flags]",

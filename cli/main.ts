@@ -19,6 +19,7 @@ const commands: Record<string, () => Promise<Command>> = {
   start: async () => (await import("./serve.ts")).start,
   worker: async () => (await import("./worker.ts")).worker,
   token: async () => (await import("./token.ts")).token,
+  dashboard: async () => (await import("./dashboard.ts")).dashboard,
   runner: async () => (await import("./runner.ts")).runner,
   maintenance: async () => (await import("./maintenance.ts")).maintenance,
   scan: async () => (await import("./scan.ts")).scan,

@@ -12,6 +12,7 @@ import { createContext, type Context, type Deps, type Viewer } from "../context.
 import { errorCodeOf, errorCodes, isGraphQLError } from "../../shared/errors.ts";
 import { schema } from "../schema/index.ts";
 import type { StoredUpload } from "../services/uploads.ts";
+import { GRAPHIQL_OPTIONS, renderVegaGraphiQL } from "./graphiql.ts";
 
 /** What the Node server passes along with each HTTP request: the caller is authenticated before yoga sees the query. */
 export interface HttpServerContext {
@@ -176,7 +177,9 @@ export function createGraphQLHandler(deps: Deps): VegaYoga {
     schema,
     graphqlEndpoint: "/graphql",
     landingPage: false,
-    graphiql: false,
+    // GET /graphql with `Accept: text/html` (a browser): GraphiQL, bundled (graphiql.ts).
+    graphiql: GRAPHIQL_OPTIONS,
+    renderGraphiQL: renderVegaGraphiQL,
     logging: {
       debug: (...args) => deps.log.debug(yogaLogFields(args), yogaLogMessage(args)),
       info: (...args) => deps.log.info(yogaLogFields(args), yogaLogMessage(args)),
