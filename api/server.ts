@@ -41,7 +41,7 @@ import type { OpenLauncher } from "../shared/launcher.ts";
 import { startWorkerSweeper } from "./services/worker-sweeper.ts";
 import { createMetrics } from "./services/metrics.ts";
 import { METRICS_ROUTE, serveMetrics } from "./http/metrics.ts";
-import { buildDashboard, dashboardAssetOf, serveDashboard, type DashboardAssets } from "./http/dashboard.ts";
+import { dashboardAssetOf, dashboardAssets, serveDashboard, type DashboardAssets } from "./http/dashboard.ts";
 
 export interface AppOptions {
   /** An already opened database (tests); otherwise opened from the settings. */
@@ -105,8 +105,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     metrics: createMetrics(pubsub),
   };
   const yoga = createGraphQLHandler(deps);
-  // Built while the database opens and the port is bound: ready before the first browser asks.
-  const dashboard = buildDashboard(log);
+  const dashboard = dashboardAssets(log);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const requestId = requestIdOf(req);
     res.setHeader("x-request-id", requestId);

@@ -5,8 +5,9 @@
  * ports and data directories of the test's.
  */
 import http from "node:http";
-import { readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { signToken } from "../../api/auth.ts";
@@ -20,8 +21,9 @@ vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 const CLI = { timeoutMs: 240_000 };
 
 const dirs: string[] = [];
-const dataDir = async () => {
-  const dir = await migratedDataDir("vega-startup-");
+/** A data directory: empty, or holding a migrated embedded database (seeded). */
+const dataDir = async ({ seeded }: { seeded: boolean }) => {
+  const dir = seeded ? await migratedDataDir("vega-startup-") : await mkdtemp(path.join(os.tmpdir(), "vega-startup-"));
   dirs.push(dir);
   return dir;
 };
@@ -39,7 +41,7 @@ const noStackTrace = (stderr: string) => expect(stderr).not.toMatch(/\n\s+at /);
 
 describe("settings and addresses that cannot work", () => {
   it("refuses VEGA_PORT=70000 with the other settings, before anything starts", async () => {
-    const dir = await dataDir();
+    const dir = await dataDir({ seeded: false });
     const result = await runVega(["serve"], { VEGA_DATA_DIR: dir, VEGA_PORT: "70000" }, CLI);
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('VEGA_PORT="70000" is not a TCP port (1-65535');
@@ -48,7 +50,7 @@ describe("settings and addresses that cannot work", () => {
   });
 
   it("exits 1 at once when the port is in use (serve and start), releasing the data directory; the data is intact after", async () => {
-    const dir = await dataDir();
+    const dir = await dataDir({ seeded: true });
     const secret = { VEGA_JWT_SECRET: TEST_JWT_SECRET };
     const workerToken = await signToken(new TextEncoder().encode(TEST_JWT_SECRET), { sub: "fleet", scope: "worker", ttlSeconds: 600 });
     const opsToken = await signToken(new TextEncoder().encode(TEST_JWT_SECRET), { sub: "olga", groups: ["vega-ops"], ttlSeconds: 600 });
