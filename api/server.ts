@@ -29,6 +29,7 @@ import {
 import { ARTIFACT_ROUTE, downloadArtifact } from "./http/artifacts.ts";
 import { downloadSarif, SARIF_ROUTE } from "./http/sarif.ts";
 import { attachSubscriptions } from "./http/subscriptions.ts";
+import { createSubscriptionGroups } from "./http/subscription-groups.ts";
 import { handleMultipartGraphQL } from "./http/uploads.ts";
 import { handleOpsRest, OPS_REST_PREFIX } from "./http/ops-rest.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
@@ -88,6 +89,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     });
   }
   const { pubsub, redisStatus, close: closePubSub } = createVegaPubSub(config, log);
+  const metrics = createMetrics(pubsub);
   const deps: Deps = {
     config,
     database,
@@ -101,7 +103,8 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     openLauncher: options.openLauncher,
     cleanupGate: new CleanupGate(),
     cleanupScheduler: new CleanupScheduler(config.cleanupIntervalSeconds),
-    metrics: createMetrics(pubsub),
+    metrics,
+    subscriptionGroups: createSubscriptionGroups({ onExecution: () => metrics.countSubscriptionExecution() }),
   };
   const yoga = createGraphQLHandler(deps);
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
