@@ -12,6 +12,7 @@ import type { OpenLauncher } from "../shared/launcher.ts";
 import type { CleanupGate } from "./services/cleanup-runs.ts";
 import type { CleanupScheduler } from "./services/cleanup-scheduler.ts";
 import type { VegaMetrics } from "./services/metrics.ts";
+import type { SubscriptionGroups } from "./http/subscription-groups.ts";
 
 /** What services need, built once per process and passed in (never imported as globals). */
 export interface Deps {
@@ -33,6 +34,8 @@ export interface Deps {
   cleanupScheduler: CleanupScheduler;
   /** This process's Prometheus registry: counters of what it saw, gauges read at scrape time (GET /metrics). */
   metrics: VegaMetrics;
+  /** The WebSocket subscribers grouped by operation and visibility, each group executed once per event (http/subscription-groups.ts). */
+  subscriptionGroups: SubscriptionGroups;
 }
 
 export interface Viewer {

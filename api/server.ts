@@ -29,7 +29,9 @@ import {
 import { ARTIFACT_ROUTE, downloadArtifact } from "./http/artifacts.ts";
 import { downloadSarif, SARIF_ROUTE } from "./http/sarif.ts";
 import { attachSubscriptions } from "./http/subscriptions.ts";
+import { createSubscriptionGroups } from "./http/subscription-groups.ts";
 import { handleMultipartGraphQL } from "./http/uploads.ts";
+import { closeUploadHasher } from "./http/upload-file.ts";
 import { handleOpsRest, OPS_REST_PREFIX } from "./http/ops-rest.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
 import { createVegaPubSub, type RedisStatus } from "./pubsub.ts";
@@ -89,6 +91,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     });
   }
   const { pubsub, redisStatus, close: closePubSub } = createVegaPubSub(config, log);
+  const metrics = createMetrics(pubsub);
   const deps: Deps = {
     config,
     database,
@@ -102,7 +105,8 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
     openLauncher: options.openLauncher,
     cleanupGate: new CleanupGate(),
     cleanupScheduler: new CleanupScheduler(config.cleanupIntervalSeconds),
-    metrics: createMetrics(pubsub),
+    metrics,
+    subscriptionGroups: createSubscriptionGroups({ onExecution: () => metrics.countSubscriptionExecution() }),
   };
   const yoga = createGraphQLHandler(deps);
   const dashboard = dashboardAssets(log);
@@ -160,6 +164,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       await closePubSub();
       deps.metrics.close();
+      await closeUploadHasher();
       if (!options.database) await database.close();
     },
   };

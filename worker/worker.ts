@@ -12,6 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../shared/logger.ts";
 import { DeregisterWorkerDocument, RegisterWorkerDocument, WorkerHeartbeatDocument } from "./generated/graphql.ts";
 import { createApiClient, type ApiClient } from "./api-client.ts";
+import { watchQueuedScans, type QueueSignal } from "./queue-signal.ts";
 import { nextHeartbeatDelayMs, registrationLost, registrationRefusal, RegistrationRefusedError, retryDelayMs } from "./heartbeat.ts";
 
 export interface WorkerSettings {
@@ -35,6 +36,8 @@ export interface ScanLoop {
   activeScans(): number;
   /** Stops taking new work. */
   stop(): Promise<void>;
+  /** Looks for work now (a scan was queued), not at the next poll. */
+  wake?(): void;
 }
 
 interface Registration {
@@ -51,6 +54,8 @@ export class Worker {
   /** The register or heartbeat call in flight, so that stop() does not race it. */
   private inFlight: Promise<void> | undefined;
   private failures = 0;
+  /** The scanQueued subscription that wakes the scan loop (queue-signal.ts). */
+  private queueSignal: QueueSignal | undefined;
   private scanLoopStarted = false;
   private stopping: Promise<void> | undefined;
   private resolveRegistered!: () => void;
@@ -117,6 +122,15 @@ export class Worker {
       if (!this.scanLoopStarted && !this.stopping) {
         this.scanLoopStarted = true;
         this.scanLoop?.start(this.api);
+        const loop = this.scanLoop;
+        if (loop?.wake) {
+          this.queueSignal = watchQueuedScans({
+            apiUrl: this.settings.apiUrl,
+            token: () => this.registration?.token ?? this.settings.token,
+            onQueued: () => loop.wake!(),
+            log: this.log,
+          });
+        }
       }
       this.schedule(nextHeartbeatDelayMs(this.settings.heartbeatIntervalSeconds), () => this.heartbeat());
     } catch (error) {
@@ -162,6 +176,7 @@ export class Worker {
     this.resolveRegistered();
     // Let a call in flight finish first: a late draining: false must not land after draining: true.
     await within(this.inFlight, remainingMs());
+    await within(this.queueSignal?.close(), remainingMs());
     await within(this.scanLoop?.stop(), remainingMs());
     const registration = this.registration;
     if (!registration) {

@@ -3,14 +3,20 @@
  * operation goes through yoga.getEnveloped, so armor limits, error masking and
  * scope-auth apply to WebSocket operations as to HTTP ones. The token comes in
  * the connection_init payload ({ authorization: "Bearer ..." }).
+ *
+ * A subscription that its subscriber's own `subscribe` authorized joins the
+ * group of subscribers with the same document, variables and visibility
+ * (subscription-groups.ts): each event is executed and serialized once per
+ * group, not once per subscriber.
  */
 import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
-import type { ExecutionArgs } from "graphql";
+import type { ExecutionArgs, ExecutionResult } from "graphql";
 import { GraphQLError } from "graphql";
 import { useServer } from "graphql-ws/use/ws";
-import { WebSocketServer } from "ws";
-import { authenticate, type Deps, type Viewer } from "../context.ts";
+import { WebSocketServer, type WebSocket } from "ws";
+import { visibilityKey } from "../services/visibility.ts";
+import { authenticate, type Context, type Deps, type Viewer } from "../context.ts";
 import { errorCodeOf, isGraphQLError } from "../../shared/errors.ts";
 import type { VegaYoga } from "./graphql.ts";
 
@@ -18,14 +24,40 @@ import type { VegaYoga } from "./graphql.ts";
 const CLOSE_UNAUTHORIZED = 4401;
 const CLOSE_FORBIDDEN = 4403;
 
+/** What onSubscribe hands the execute and subscribe hooks (graphql-ws passes rootValue through). */
+interface GroupedRoot {
+  execute: (args: ExecutionArgs) => unknown;
+  subscribe: (args: ExecutionArgs) => unknown;
+  /** The subscriber's group: the operation as sent, and what its token may see. */
+  groupKey: () => Promise<string>;
+  socket: WebSocket;
+  id: string;
+}
+
+const isAsyncIterable = (value: unknown): value is AsyncIterable<ExecutionResult> =>
+  typeof value === "object" && value !== null && Symbol.asyncIterator in value;
+
 export function attachSubscriptions(httpServer: Server, yoga: VegaYoga, deps: Deps) {
   // ws accepts 100 MiB frames by default, buffered whole before anyone looks at
   // them: a larger frame is refused from its header (close 1009) instead.
   const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint, maxPayload: deps.config.maxRequestBytes });
   const disposable = useServer<Record<string, unknown> | undefined, { viewer: Viewer | null; requestId: string }>(
     {
-      execute: (args) => (args.rootValue as { execute: (args: ExecutionArgs) => unknown }).execute(args) as never,
-      subscribe: (args) => (args.rootValue as { subscribe: (args: ExecutionArgs) => unknown }).subscribe(args) as never,
+      execute: (args) => (args.rootValue as GroupedRoot).execute(args) as never,
+      subscribe: async (args) => {
+        const root = args.rootValue as GroupedRoot;
+        const stream = await root.subscribe(args);
+        // Refused (scope, visibility, validation of the variables): this subscriber's errors, as before.
+        if (!isAsyncIterable(stream)) return stream as never;
+        let key: string;
+        try {
+          key = await root.groupKey();
+        } catch (error) {
+          await (stream as AsyncIterable<ExecutionResult> & { return?: () => Promise<unknown> }).return?.();
+          throw error;
+        }
+        return deps.subscriptionGroups.join(key, stream, root.socket, root.id) as never;
+      },
       onConnect: async (ctx) => {
         const authorization = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
         if (typeof authorization !== "string" || authorization === "") {
@@ -47,7 +79,7 @@ export function attachSubscriptions(httpServer: Server, yoga: VegaYoga, deps: De
           return false;
         }
       },
-      onSubscribe: async (ctx, _id, params) => {
+      onSubscribe: async (ctx, id, params) => {
         const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
           ...ctx,
           req: ctx.extra.request,
@@ -69,13 +101,21 @@ export function attachSubscriptions(httpServer: Server, yoga: VegaYoga, deps: De
           return [error as GraphQLError];
         }
         if (errors.length > 0) return errors;
+        const contextValue = (await contextFactory()) as unknown as Context;
+        const groupKey = async () =>
+          JSON.stringify([
+            params.query,
+            params.operationName ?? null,
+            params.variables ?? null,
+            await visibilityKey(contextValue.viewer, (userId) => contextValue.loaders.memberWorkspaceIds.load(userId)),
+          ]);
         return {
           schema,
           operationName: params.operationName,
           document,
           variableValues: params.variables ?? undefined,
-          contextValue: await contextFactory(),
-          rootValue: { execute, subscribe },
+          contextValue,
+          rootValue: { execute, subscribe, groupKey, socket: ctx.extra.socket, id } satisfies GroupedRoot,
         };
       },
     },

@@ -2,8 +2,8 @@
  * GraphQL multipart requests (the upload spec), streamed: yoga would buffer
  * every file in memory before a resolver runs, which cannot serve 2 GB
  * archives. Here busboy reads `operations` and `map` (which the spec sends
- * first), the file part streams to a temporary file in the artifact store while
- * it is hashed and counted, and the operation then runs with a placeholder in
+ * first), the file part streams to a temporary file in the artifact store in
+ * 1 MiB blocks, hashed on a thread of its own and counted (upload-file.ts), and the operation then runs with a placeholder in
  * place of the File; the resolver finds the stored file in the context.
  *
  * Checks come before any work, in this order: CSRF preflight header,
@@ -13,11 +13,10 @@
  * refusal, a client that goes away at any byte and one that stalls for
  * VEGA_UPLOAD_IDLE_SECONDS remove what was written and close its file at once.
  */
-import { createHash } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
-import { Transform, type Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import busboy from "busboy";
 import type { GraphQLError } from "graphql";
 import { authenticate, type Deps } from "../context.ts";
@@ -26,13 +25,11 @@ import { checkActiveScanQuota } from "../services/quota.ts";
 import type { StoredUpload } from "../services/uploads.ts";
 import { resolveMemberWorkspace } from "../services/users.ts";
 import type { VegaYoga } from "./graphql.ts";
+import { uploadFileSink } from "./upload-file.ts";
 import { ClientGoneError, refuseAndClose, refuseRequest, sendWebResponse, startReadingBody, watchBodyIdle } from "./respond.ts";
 
 /** Room for the `operations` and `map` fields and part headers around the file itself. */
 const FORM_OVERHEAD_BYTES = 1024 * 1024;
-
-/** Fewer, larger writes to the temporary file: per-write overhead shows at 1 GiB. */
-const STREAM_BUFFER_BYTES = 1024 * 1024;
 
 /** Apollo Server's CSRF rule: a multipart post must carry a header a browser cannot send cross-site without preflight. */
 const PREFLIGHT_HEADERS = ["apollo-require-preflight", "x-apollo-operation-name", "graphql-preflight"];
@@ -257,19 +254,8 @@ class MultipartUpload {
       stream.resume();
       return this.fail(new UploadRefused(badUserInput(`The file part \`${fieldName}\` is not named in \`map\``, { field: fieldName })));
     }
-    const { config, artifacts } = this.deps;
+    const { config, artifacts, metrics } = this.deps;
     const tempPath = artifacts.tempPath("upload");
-    const hash = createHash("sha256");
-    let sizeBytes = 0;
-    const { metrics } = this.deps;
-    const meter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        hash.update(chunk);
-        sizeBytes += chunk.length;
-        metrics.countUploadBytes(chunk.length);
-        callback(null, chunk);
-      },
-    });
     stream.on("limit", () => {
       // busboy stops at VEGA_MAX_SOURCE_BYTES: the upload is refused and its partial file removed.
       stream.destroy(new UploadRefused(sourceTooLarge({ limit: config.maxSourceBytes })));
@@ -284,8 +270,11 @@ class MultipartUpload {
           // Opened here rather than by the stream: a stream destroyed while it is still opening would
           // create its file after the failure's removal ran. Its close is awaited (the stream closes it).
           const file = await open(tempPath, "wx");
+          let written;
           try {
-            await pipeline(stream, meter, file.createWriteStream({ highWaterMark: STREAM_BUFFER_BYTES }));
+            const { sink, finished } = uploadFileSink(file, (bytes) => metrics.countUploadBytes(bytes));
+            await pipeline(stream, sink);
+            written = await finished();
           } finally {
             await file.close();
           }
@@ -294,8 +283,8 @@ class MultipartUpload {
             tempPath,
             fileName: info.filename ?? "source.zip",
             mimeType: info.mimeType,
-            sizeBytes,
-            sha256: hash.digest("hex"),
+            sizeBytes: written.sizeBytes,
+            sha256: written.sha256,
           });
           for (const target of fileTargets) target.holder[target.key] = placeholder;
         })

@@ -11,6 +11,7 @@ import {
   listScans,
   resolveScanStateChange,
   subscribeToScanProgress,
+  subscribeToQueuedScans,
   subscribeToScanStateChanges,
 } from "../services/scans.ts";
 import { submitScan } from "../services/submissions.ts";
@@ -285,6 +286,18 @@ builder.subscriptionField("scanStateChanged", (t) =>
         ctx.loaders,
       ),
     resolve: (payload, _args, ctx) => resolveScanStateChange(ctx.deps, payload, ctx.loaders),
+  }),
+);
+
+builder.subscriptionField("scanQueued", (t) =>
+  t.field({
+    type: "ID",
+    description:
+      "The id of each scan queued (submitted, retried or requeued), for workers: a worker claims at once instead of at its " +
+      "next poll. A signal only: claims still go through claimScans. Worker tokens and operators.",
+    authScopes: { worker: true, operator: true },
+    subscribe: (_root, _args, ctx) => subscribeToQueuedScans(ctx.deps),
+    resolve: (change) => change.scanId,
   }),
 );
 

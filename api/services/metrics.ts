@@ -56,6 +56,8 @@ export interface VegaMetrics {
   countSubmissionRefusal(error: unknown): void;
   countUploadBytes(bytes: number): void;
   countCleanupBytesFreed(bytes: number): void;
+  /** A subscription group executed its selection set for an event (once for all its subscribers). */
+  countSubscriptionExecution(): void;
   /** Stops observing transitions (the app closes). */
   close(): void;
   /** State read at scrape time (see scrapeMetrics). */
@@ -120,6 +122,12 @@ export function createMetrics(pubsub: VegaPubSub): VegaMetrics {
     registers,
   });
 
+  const subscriptionExecutions = new Counter({
+    name: "vega_subscription_executions_total",
+    help: "Executions of a subscription's selection set for an event over WebSocket: one per group of subscribers with the same operation and visibility, not one per subscriber.",
+    registers,
+  });
+
   const state = {
     scans: new Gauge({ name: "vega_scans", help: "Scans in the database, by status.", labelNames: ["status"] as const, registers }),
     oldestQueuedAge: new Gauge({
@@ -158,6 +166,9 @@ export function createMetrics(pubsub: VegaPubSub): VegaMetrics {
     },
     countCleanupBytesFreed(bytes) {
       cleanupBytes.inc(bytes);
+    },
+    countSubscriptionExecution() {
+      subscriptionExecutions.inc();
     },
     close() {
       stopObserving();

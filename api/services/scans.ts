@@ -152,6 +152,18 @@ export async function subscribeToScanStateChanges(
   );
 }
 
+/**
+ * Every change into QUEUED, for workers (Subscription.scanQueued): the event
+ * carries the scan's id, which is all a worker needs to poll at once, so no
+ * database read per event or subscriber.
+ */
+export function subscribeToQueuedScans(deps: Pick<Deps, "pubsub">): AsyncIterable<ScanStateChangePayload> {
+  return pipe(
+    deps.pubsub.subscribe("scanStateChanged"),
+    filterEvents((change: ScanStateChangePayload) => change.to === "QUEUED"),
+  );
+}
+
 /** A scan as it is now, for a subscription's event: a subscription's loaders live as long as it does. */
 export function currentVisibleScan(loaders: Loaders, viewer: Viewer | null, scanId: string): Promise<Scan> {
   loaders.scan.clear(scanId);

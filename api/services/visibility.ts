@@ -33,3 +33,23 @@ export function membershipIn(prisma: PrismaClient): MembershipCheck {
   return async (userId, workspaceId) =>
     (await prisma.membership.findUnique({ where: { workspaceId_userId: { workspaceId, userId } } })) !== null;
 }
+
+/**
+ * What decides, under the rule above, what a viewer sees, as a string: two
+ * viewers with the same key see the same objects. The grouped subscription
+ * fan-out (http/subscription-groups.ts) shares one execution per event between
+ * subscribers of the same operation only when their keys are equal, so the key
+ * holds everything `maySee` and the scope checks read: the scope, operator or
+ * not, the runner's scan and claim, the worker, the person and the workspaces
+ * they are a member of now (read once, when they subscribe; a subscription
+ * keeps the visibility it started with, as the per-subscriber filters do).
+ */
+export async function visibilityKey(viewer: Viewer | null, memberWorkspaceIds: (userId: string) => Promise<Set<string>>): Promise<string> {
+  if (!viewer) return "anonymous";
+  if (viewer.isOperator) return "operator";
+  const { principal } = viewer;
+  if (principal.scope === "runner") return JSON.stringify(["runner", principal.sub, principal.scanId ?? null, principal.attempt ?? null]);
+  if (principal.scope === "worker" || !viewer.user) return JSON.stringify(["worker", principal.sub, principal.workerId ?? null]);
+  const workspaces = [...(await memberWorkspaceIds(viewer.user.id))].sort();
+  return JSON.stringify(["user", viewer.user.id, workspaces]);
+}
