@@ -8,7 +8,10 @@
  *
  * A block is handed to the hashing thread (transferred, not copied) once its
  * write is done, in the order of the file; so the digest is of the bytes as
- * written. Two blocks at most are in flight: memory stays flat whatever the size.
+ * written. A block counts as in flight until the thread says it hashed it, and
+ * four blocks at most are in flight: memory stays flat whatever the size, even
+ * when the hashing thread is slower than the disk (it was: without its
+ * acknowledgements, a 1 GiB upload queued ~900 MiB of blocks for it).
  */
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
@@ -16,7 +19,7 @@ import { Worker } from "node:worker_threads";
 
 const BLOCK_BYTES = 1024 * 1024;
 /** Blocks written but not yet hashed, or being written, before the stream stops taking chunks. */
-const MAX_BLOCKS_IN_FLIGHT = 2;
+const MAX_BLOCKS_IN_FLIGHT = 4;
 
 /** The hashing thread: one per process, started on the first upload, never keeping the process alive. */
 const HASHER_SOURCE = `
@@ -28,10 +31,11 @@ parentPort.on("message", (message) => {
     let hash = hashes.get(message.id);
     if (!hash) hashes.set(message.id, (hash = createHash("sha256")));
     hash.update(new Uint8Array(message.buffer, 0, message.length));
+    parentPort.postMessage({ id: message.id, type: "hashed" });
   } else if (message.type === "digest") {
     const hash = hashes.get(message.id) ?? createHash("sha256");
     hashes.delete(message.id);
-    parentPort.postMessage({ id: message.id, digest: hash.digest("hex") });
+    parentPort.postMessage({ id: message.id, type: "digest", digest: hash.digest("hex") });
   } else if (message.type === "drop") {
     hashes.delete(message.id);
   }
@@ -42,19 +46,26 @@ class Hasher {
   private worker: Worker | undefined;
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (digest: string) => void; reject: (error: Error) => void }>();
+  /** Per upload, the blocks handed over and not yet hashed, oldest first (the thread hashes in order). */
+  private readonly unhashed = new Map<number, { resolve: () => void; reject: (error: Error) => void }[]>();
 
   private thread(): Worker {
     if (this.worker) return this.worker;
     const worker = new Worker(HASHER_SOURCE, { eval: true });
     worker.unref();
-    worker.on("message", ({ id, digest }: { id: number; digest: string }) => {
-      this.pending.get(id)?.resolve(digest);
-      this.pending.delete(id);
+    worker.on("message", (message: { id: number; type: "hashed" } | { id: number; type: "digest"; digest: string }) => {
+      if (message.type === "hashed") {
+        this.unhashed.get(message.id)?.shift()?.resolve();
+        return;
+      }
+      this.pending.get(message.id)?.resolve(message.digest);
+      this.pending.delete(message.id);
     });
     const failAll = (error: Error) => {
       if (this.worker === worker) this.worker = undefined;
       for (const { reject } of this.pending.values()) reject(error);
       this.pending.clear();
+      for (const blocks of this.unhashed.values()) for (const { reject } of blocks.splice(0)) reject(error);
     };
     worker.on("error", failAll);
     worker.on("exit", (code) => failAll(new Error(`the upload hashing thread exited with ${code}`)));
@@ -72,16 +83,25 @@ class Hasher {
   open() {
     const id = this.nextId++;
     const worker = this.thread();
+    const unhashed: { resolve: () => void; reject: (error: Error) => void }[] = [];
+    this.unhashed.set(id, unhashed);
     return {
-      /** Hands the block over: it is detached here afterwards. */
+      /** Hands the block over (it is detached here afterwards); resolves once the thread has hashed it. */
       update: (block: Buffer, length: number) =>
-        worker.postMessage({ type: "update", id, buffer: block.buffer, length }, [block.buffer as ArrayBuffer]),
+        new Promise<void>((resolve, reject) => {
+          unhashed.push({ resolve, reject });
+          worker.postMessage({ type: "update", id, buffer: block.buffer, length }, [block.buffer as ArrayBuffer]);
+        }),
       digest: () =>
         new Promise<string>((resolve, reject) => {
+          this.unhashed.delete(id);
           this.pending.set(id, { resolve, reject });
           worker.postMessage({ type: "digest", id });
         }),
-      drop: () => worker.postMessage({ type: "drop", id }),
+      drop: () => {
+        this.unhashed.delete(id);
+        worker.postMessage({ type: "drop", id });
+      },
     };
   }
 }
@@ -112,11 +132,13 @@ export function uploadFileSink(file: FileHandle, onBytes: (bytes: number) => voi
     filled = 0;
     inFlight++;
     const written = writeFully(file, full, length, position);
+    // Its failure is taken up by the chain below, once the blocks before it are through.
+    written.catch(() => {});
     chain = chain
       .then(() => written)
       .then(() => {
-        hash.update(full, length);
         onBytes(length);
+        return hash.update(full, length);
       })
       .catch((error: unknown) => {
         failure ??= error;
