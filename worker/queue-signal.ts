@@ -20,6 +20,8 @@ export interface QueueSignal {
 export function watchQueuedScans(options: { apiUrl: string; token: () => string; onQueued: () => void; log: Logger }): QueueSignal {
   const { log } = options;
   let down = false;
+  /** Set by close(): the socket it closes is not an outage to report. */
+  let closing = false;
   const client: Client = createClient({
     url: options.apiUrl.replace(/^http/, "ws"),
     webSocketImpl: WebSocket,
@@ -35,7 +37,7 @@ export function watchQueuedScans(options: { apiUrl: string; token: () => string;
         down = false;
       },
       closed: () => {
-        if (!down) log.warn("queue signal subscription down: claiming at each poll until it is back");
+        if (!down && !closing) log.warn("queue signal subscription down: claiming at each poll until it is back");
         down = true;
       },
     },
@@ -49,6 +51,9 @@ export function watchQueuedScans(options: { apiUrl: string; token: () => string;
     },
   );
   return {
-    close: async () => client.dispose(),
+    close: async () => {
+      closing = true;
+      await client.dispose();
+    },
   };
 }
