@@ -1,43 +1,46 @@
 /**
- * Where an upload's file part goes: a Writable that gathers the socket's small
- * chunks (busboy passes on what each read brought, 64 KiB or less) into 1 MiB
- * blocks, writes each block once at its offset, and hashes it on a thread of
- * its own, in parallel with the next block's parsing and writing. Profiled on a
- * 1 GiB upload, SHA-256 on the main thread cost as much as busboy's parsing;
- * the writes of small chunks were the rest.
+ * Where an upload's file part goes: a Writable that gathers the parser's
+ * chunks (views of the socket's reads, 64 KiB or less) into 1 MiB blocks,
+ * writes each block once at its offset and, at the same time, hashes it on a
+ * thread of its own. Profiled on a 1 GiB upload, SHA-256 on the main thread
+ * cost as much as the parsing; the writes of small chunks were the rest.
  *
- * A block is handed to the hashing thread (transferred, not copied) once its
- * write is done, in the order of the file; so the digest is of the bytes as
- * written. A block counts as in flight until the thread says it hashed it, and
- * four blocks at most are in flight: memory stays flat whatever the size, even
- * when the hashing thread is slower than the disk (it was: without its
- * acknowledgements, a 1 GiB upload queued ~900 MiB of blocks for it).
+ * The blocks are a few slices of one SharedArrayBuffer per upload, reused:
+ * the hashing thread reads the same memory the write reads, so nothing is
+ * copied or transferred to it, and no block is allocated per MiB (fresh 1 MiB
+ * buffers cost page faults and garbage collection, and transferred ones piled
+ * up in the thread's heap: ~900 MiB of RSS after one 1 GiB upload). A block is
+ * free again once it is written and hashed; when none is free, the stream
+ * takes no more chunks, so memory stays flat whatever the size, even when the
+ * hashing thread is slower than the disk. The thread hashes blocks in the
+ * order they are handed over, the order of the file.
  */
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
 import { Worker } from "node:worker_threads";
 
 const BLOCK_BYTES = 1024 * 1024;
-/** Blocks written but not yet hashed, or being written, before the stream stops taking chunks. */
-const MAX_BLOCKS_IN_FLIGHT = 4;
+/** Blocks being filled, written or hashed, per upload: 5 MiB of shared memory. */
+const BLOCKS_PER_UPLOAD = 5;
 
 /** The hashing thread: one per process, started on the first upload, never keeping the process alive. */
 const HASHER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
-const hashes = new Map();
+const uploads = new Map();
 parentPort.on("message", (message) => {
-  if (message.type === "update") {
-    let hash = hashes.get(message.id);
-    if (!hash) hashes.set(message.id, (hash = createHash("sha256")));
-    hash.update(new Uint8Array(message.buffer, 0, message.length));
+  if (message.type === "open") {
+    uploads.set(message.id, { hash: createHash("sha256"), blocks: message.blocks });
+  } else if (message.type === "update") {
+    const upload = uploads.get(message.id);
+    upload.hash.update(new Uint8Array(upload.blocks, message.offset, message.length));
     parentPort.postMessage({ id: message.id, type: "hashed" });
   } else if (message.type === "digest") {
-    const hash = hashes.get(message.id) ?? createHash("sha256");
-    hashes.delete(message.id);
-    parentPort.postMessage({ id: message.id, type: "digest", digest: hash.digest("hex") });
+    const upload = uploads.get(message.id);
+    uploads.delete(message.id);
+    parentPort.postMessage({ id: message.id, type: "digest", digest: upload.hash.digest("hex") });
   } else if (message.type === "drop") {
-    hashes.delete(message.id);
+    uploads.delete(message.id);
   }
 });
 `;
@@ -80,17 +83,19 @@ class Hasher {
     await worker?.terminate();
   }
 
-  open() {
+  /** A hash over slices of `blocks`, which the thread shares. */
+  open(blocks: SharedArrayBuffer) {
     const id = this.nextId++;
     const worker = this.thread();
     const unhashed: { resolve: () => void; reject: (error: Error) => void }[] = [];
     this.unhashed.set(id, unhashed);
+    worker.postMessage({ type: "open", id, blocks });
     return {
-      /** Hands the block over (it is detached here afterwards); resolves once the thread has hashed it. */
-      update: (block: Buffer, length: number) =>
+      /** Resolves once the thread has hashed `length` bytes of the blocks at `offset`. */
+      update: (offset: number, length: number) =>
         new Promise<void>((resolve, reject) => {
           unhashed.push({ resolve, reject });
-          worker.postMessage({ type: "update", id, buffer: block.buffer, length }, [block.buffer as ArrayBuffer]);
+          worker.postMessage({ type: "update", id, offset, length });
         }),
       digest: () =>
         new Promise<string>((resolve, reject) => {
@@ -113,44 +118,46 @@ export const closeUploadHasher = () => hasher.close();
 
 /** A Writable into `file` (written from offset 0); `finished()` answers the size and SHA-256 once the stream has finished. */
 export function uploadFileSink(file: FileHandle, onBytes: (bytes: number) => void) {
-  const hash = hasher.open();
-  let block = Buffer.allocUnsafe(BLOCK_BYTES);
+  const shared = new SharedArrayBuffer(BLOCK_BYTES * BLOCKS_PER_UPLOAD);
+  const hash = hasher.open(shared);
+  /** Offsets in `shared` of the blocks free to fill. */
+  const free = Array.from({ length: BLOCKS_PER_UPLOAD }, (_, index) => index * BLOCK_BYTES);
+  let blockOffset = free.pop()!;
+  let block = Buffer.from(shared, blockOffset, BLOCK_BYTES);
   let filled = 0;
   let offset = 0;
-  let inFlight = 0;
-  let waiting: (() => void) | undefined;
-  /** Writes then hand-overs, chained in file order; rejects on the first failed write. */
+  let freed: (() => void) | undefined;
+  /** Writes and hashes, settled in file order; the first failure is kept. */
   let chain: Promise<void> = Promise.resolve();
   let failure: unknown;
   let complete = false;
 
   const flush = () => {
     if (filled === 0) return;
-    const [full, length, position] = [block, filled, offset];
+    const [full, at, length, position] = [block, blockOffset, filled, offset];
     offset += length;
-    block = Buffer.allocUnsafe(BLOCK_BYTES);
     filled = 0;
-    inFlight++;
-    const written = writeFully(file, full, length, position);
+    const done = Promise.all([writeFully(file, full, length, position), hash.update(at, length)]);
     // Its failure is taken up by the chain below, once the blocks before it are through.
-    written.catch(() => {});
+    done.catch(() => {});
     chain = chain
-      .then(() => written)
-      .then(() => {
-        onBytes(length);
-        return hash.update(full, length);
-      })
+      .then(() => done)
+      .then(() => onBytes(length))
       .catch((error: unknown) => {
         failure ??= error;
       })
       .finally(() => {
-        inFlight--;
-        waiting?.();
+        free.push(at);
+        freed?.();
       });
   };
 
-  const room = () =>
-    inFlight < MAX_BLOCKS_IN_FLIGHT ? Promise.resolve() : new Promise<void>((resolve) => (waiting = () => ((waiting = undefined), resolve())));
+  /** The next block to fill, once one is written and hashed. */
+  const takeBlock = async () => {
+    while (free.length === 0) await new Promise<void>((resolve) => (freed = () => ((freed = undefined), resolve())));
+    blockOffset = free.pop()!;
+    block = Buffer.from(shared, blockOffset, BLOCK_BYTES);
+  };
 
   const sink = new Writable({
     highWaterMark: BLOCK_BYTES,
@@ -164,10 +171,15 @@ export function uploadFileSink(file: FileHandle, onBytes: (bytes: number) => voi
           at += taken;
           if (filled === BLOCK_BYTES) {
             flush();
-            await room();
+            await takeBlock();
           }
         }
       };
+      // A chunk that needed no new block calls back at once, not a microtask later.
+      if (chunk.length <= BLOCK_BYTES - filled - 1 && !failure) {
+        filled += chunk.copy(block, filled);
+        return callback();
+      }
       fill().then(() => callback(failure as Error | undefined), callback);
     },
     final(callback) {

@@ -1,7 +1,7 @@
 /**
  * GraphQL multipart requests (the upload spec), streamed: yoga would buffer
  * every file in memory before a resolver runs, which cannot serve 2 GB
- * archives. Here busboy reads `operations` and `map` (which the spec sends
+ * archives. Here our parser (multipart-parser.ts) reads `operations` and `map` (which the spec sends
  * first), the file part streams to a temporary file in the artifact store in
  * 1 MiB blocks, hashed on a thread of its own and counted (upload-file.ts), and the operation then runs with a placeholder in
  * place of the File; the resolver finds the stored file in the context.
@@ -17,7 +17,6 @@ import { open, rm } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
-import busboy from "busboy";
 import type { GraphQLError } from "graphql";
 import { authenticate, type Deps } from "../context.ts";
 import { badUserInput, errorCodeOf, requestTimeout, sourceTooLarge, unauthenticated, vegaError } from "../../shared/errors.ts";
@@ -25,6 +24,7 @@ import { checkActiveScanQuota } from "../services/quota.ts";
 import type { StoredUpload } from "../services/uploads.ts";
 import { resolveMemberWorkspace } from "../services/users.ts";
 import type { VegaYoga } from "./graphql.ts";
+import { MultipartError, MultipartParser, type FilePartInfo } from "./multipart-parser.ts";
 import { uploadFileSink } from "./upload-file.ts";
 import { ClientGoneError, refuseAndClose, refuseRequest, sendWebResponse, startReadingBody, watchBodyIdle } from "./respond.ts";
 
@@ -141,7 +141,7 @@ function findWorkspaceId(variables: Record<string, unknown> | undefined): string
 
 /**
  * One multipart body read into `operations`, `map` and the file, the file
- * streamed to a temporary file of the store. busboy's events arrive in body
+ * streamed to a temporary file of the store. The parser's calls arrive in body
  * order; each has its method here, and the state they share is the fields.
  * `parse()` settles once the body is read (or refused; then every temporary
  * file is removed first).
@@ -158,7 +158,7 @@ class MultipartUpload {
   private readonly bodyLimit: number;
   private received = 0;
   private failed = false;
-  private parser: busboy.Busboy | undefined;
+  private parser: MultipartParser | undefined;
   private stopIdleWatch: () => void = () => {};
   private resolve!: (form: ParsedForm) => void;
   private reject!: (error: unknown) => void;
@@ -180,15 +180,19 @@ class MultipartUpload {
     return new Promise<ParsedForm>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
-      const parser = busboy({
-        headers: req.headers,
-        limits: { fileSize: config.maxSourceBytes, fieldSize: FORM_OVERHEAD_BYTES, files: 1, fields: 2 },
-      });
+      let parser: MultipartParser;
+      try {
+        parser = new MultipartParser(
+          req.headers["content-type"],
+          { fileSize: config.maxSourceBytes, fieldSize: FORM_OVERHEAD_BYTES, files: 1, fields: 2 },
+          { field: (name, value) => this.onField(name, value), file: (fieldName, stream, info) => this.onFile(fieldName, stream, info) },
+        );
+      } catch (error) {
+        return reject(wrapRefusal(error));
+      }
       this.parser = parser;
-      parser.on("field", (name, value, info) => this.onField(name, value, info));
-      parser.on("file", (fieldName, stream, info) => this.onFile(fieldName, stream, info));
-      parser.on("error", (error: unknown) => this.fail(new UploadRefused(badUserInput(`Malformed multipart body: ${(error as Error).message}`))));
-      parser.on("close", () => this.onClose());
+      parser.on("error", (error: unknown) => this.fail(wrapRefusal(error)));
+      parser.on("finish", () => this.onClose());
       req.once("close", () => {
         if (!req.complete) this.fail(new ClientGoneError());
       });
@@ -207,9 +211,8 @@ class MultipartUpload {
     if (this.received > this.bodyLimit) this.fail(new UploadRefused(sourceTooLarge({ limit: this.deps.config.maxSourceBytes })));
   };
 
-  private onField(name: string, value: string, info: busboy.FieldInfo) {
+  private onField(name: string, value: string) {
     if (this.failed) return;
-    if (info.valueTruncated) return this.fail(new UploadRefused(badUserInput(`The multipart field \`${name}\` is too large`)));
     let parsed: unknown;
     try {
       parsed = JSON.parse(value);
@@ -239,7 +242,7 @@ class MultipartUpload {
     }
   }
 
-  private onFile(fieldName: string, stream: Readable, info: busboy.FileInfo) {
+  private onFile(fieldName: string, stream: Readable, info: FilePartInfo) {
     if (this.failed) return stream.resume();
     this.fileStreams.push(stream);
     const { targets, ready } = this;
@@ -257,7 +260,7 @@ class MultipartUpload {
     const { config, artifacts, metrics } = this.deps;
     const tempPath = artifacts.tempPath("upload");
     stream.on("limit", () => {
-      // busboy stops at VEGA_MAX_SOURCE_BYTES: the upload is refused and its partial file removed.
+      // The parser stops at VEGA_MAX_SOURCE_BYTES: the upload is refused and its partial file removed.
       stream.destroy(new UploadRefused(sourceTooLarge({ limit: config.maxSourceBytes })));
     });
     const placeholder = `vega-upload:${fieldName}`;
@@ -281,7 +284,7 @@ class MultipartUpload {
           this.uploads.set(placeholder, {
             placeholder,
             tempPath,
-            fileName: info.filename ?? "source.zip",
+            fileName: info.filename || "source.zip",
             mimeType: info.mimeType,
             sizeBytes: written.sizeBytes,
             sha256: written.sha256,
@@ -323,7 +326,7 @@ class MultipartUpload {
     this.stopIdleWatch();
     this.req.off("data", this.countBytes);
     if (this.parser) this.req.unpipe(this.parser);
-    // A file stream busboy no longer feeds never ends: destroying it fails its pipeline, which closes the file.
+    // A file stream the parser no longer feeds never ends: destroying it fails its pipeline, which closes the file.
     for (const stream of this.fileStreams) stream.destroy();
     Promise.allSettled(this.writes)
       .then(() => Promise.all(this.tempPaths.map((file) => rm(file, { force: true }))))
@@ -333,6 +336,7 @@ class MultipartUpload {
 
 function wrapRefusal(error: unknown): unknown {
   if (error instanceof UploadRefused) return error;
+  if (error instanceof MultipartError) return new UploadRefused(badUserInput(error.message));
   return errorCodeOf(error) ? new UploadRefused(error as GraphQLError) : error;
 }
 
