@@ -32,7 +32,7 @@ const SECRET = "bench-secret-bench-secret-bench-secret";
 /**
  * A zip with one stored (uncompressed) entry of `size` bytes, written by hand so nothing holds it in memory.
  * Its bytes are random, like the deflated entries of a real source archive: a run of one letter would time
- * busboy's boundary search at its worst (a letter of the boundary near its end lets the search skip 2 bytes
+ * the boundary search at its worst (a letter of the boundary near its end lets a Horspool search skip 2 bytes
  * at a time, not the boundary's length), which no real archive does.
  */
 async function writeStoredZip(file: string, size: number) {

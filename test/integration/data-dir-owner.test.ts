@@ -12,9 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { acquireDataDirLock, LOCK_FILE, type DataDirOwner } from "../../api/db/data-dir-lock.ts";
 import { runVega, summaryOf } from "../support/cli.ts";
 import { migratedDataDir } from "../support/data-dir.ts";
-import { insertScan } from "../support/fixtures.ts";
 import { dataDirKey, operatorToken, startVegaServer, type VegaServerProcess } from "../support/processes.ts";
-import { startTestServer, TEST_JWT_SECRET, type TestServer } from "../support/server.ts";
 import { submitScan } from "../support/uploads.ts";
 import { awsKeysFile, waitFor, within } from "../support/worker-process.ts";
 import { signToken } from "../../api/auth.ts";
@@ -167,58 +165,5 @@ describe("vega maintenance on a data directory held by something other than a se
       await lock.release();
       await rm(dataDir, { recursive: true, force: true });
     }
-  });
-});
-
-describe("vega maintenance cleanup through a server whose cleanup is in progress", () => {
-  let server: TestServer;
-  beforeAll(async () => {
-    // Retention 0: a finished scan's archive is due at once.
-    server = await startTestServer({ VEGA_ARTIFACT_RETENTION_SECONDS: "0" });
-  });
-  afterAll(() => server?.close());
-
-  it("exits 75 with skipped: true and the run in progress, and starts nothing", async () => {
-    // The server's own run holds on deleting an expired archive until the test lets it go.
-    await insertScan(server.app.deps.prisma, { ownerId: "alice", status: "SUCCEEDED" });
-    const store = server.app.deps.artifacts;
-    // The retention job deletes expired archives in batches (deleteMany): its first batch is held.
-    const originalDelete = store.deleteMany;
-    let releaseDelete!: () => void;
-    const deleteReleased = new Promise<void>((resolve) => (releaseDelete = resolve));
-    let deleteReached!: () => void;
-    const deleteStarted = new Promise<void>((resolve) => (deleteReached = resolve));
-    store.deleteMany = async (storageKeys) => {
-      deleteReached();
-      await deleteReleased;
-      return originalDelete.call(store, storageKeys);
-    };
-    // The CLI finds the server through the lock, as it would find `vega serve` holding the directory.
-    const lock = await acquireDataDirLock(server.dataDir, { command: "vega serve" });
-    await lock.announce(server.url);
-    try {
-      const operator = await server.token("olga", { groups: ["vega-ops"] });
-      const started = await server.gql(`mutation { triggerCleanup { id status } }`, {}, operator);
-      const running = started.body.data.triggerCleanup;
-      expect(running.status).toBe("RUNNING");
-      await within(deleteStarted, "the server's run to reach the archive");
-
-      const result = await runVega(["maintenance", "cleanup"], { VEGA_DATA_DIR: server.dataDir, VEGA_JWT_SECRET: TEST_JWT_SECRET }, CLI);
-
-      expect(result.code, result.stderr).toBe(75);
-      expect(summaryOf(result)).toMatchObject({
-        ok: false,
-        job: "cleanup",
-        skipped: true,
-        error: "another cleanup is in progress; nothing was done",
-        inProgress: { cleanupRunId: running.id, trigger: "OPERATOR", triggeredBy: "olga", startedAt: expect.any(String) },
-      });
-      expect(await server.app.deps.prisma.cleanupRun.count()).toBe(1);
-    } finally {
-      releaseDelete();
-      store.deleteMany = originalDelete;
-      await lock.release();
-    }
-    await waitFor("the server's run to finish", async () => (await server.app.deps.prisma.cleanupRun.findFirst({ where: { status: "RUNNING" } })) === null);
   });
 });

@@ -100,3 +100,7 @@ export function summaryOf(result: CliResult): Record<string, any> {
   expect(lines, result.stderr).toHaveLength(1);
   return JSON.parse(lines[0]);
 }
+
+/** A process that refuses to start says why in one message: no stack trace on its stderr. */
+export const expectNoStackTrace = (stderr: string) => expect(stderr).not.toMatch(/\n\s+at /);
+

@@ -12,8 +12,10 @@ import { loadConfig, type Config } from "../../shared/config.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { createApp, type App } from "../../api/server.ts";
 import { openTestDatabase, type TestDatabase } from "./database.ts";
+import { TEST_JWT_SECRET } from "./jwt-secret.ts";
 
-export const TEST_JWT_SECRET = "vega-test-secret-that-is-long-enough-for-hs256";
+export { TEST_JWT_SECRET };
+
 
 export interface GraphQLResponse<Data = any> {
   status: number;

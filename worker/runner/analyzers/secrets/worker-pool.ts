@@ -9,8 +9,8 @@
  *   to repay their start-up (about half a CPU-second each) and the machine has a
  *   core to spare; see scanBatches. `scanOnCallingThread: false` leaves the calling thread
  *   out and starts `concurrency` workers at once. The worker entry point is this
- *   module itself, loaded through tsx's loader when it is a .ts file, as
- *   bin/vega.mjs does for the main thread.
+ *   module's source, loaded through tsx's loader when it is a .ts file (it is
+ *   under bin/vega.mjs too: its bundle keeps each module's own URL).
  */
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { scanBatch, type CandidateFile, type FileBatchResult } from "./batch.ts";
