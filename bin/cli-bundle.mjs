@@ -3,7 +3,8 @@
  * imports) made into ES modules by esbuild, one chunk per dynamic import so a
  * command loads only what it uses, node_modules left outside. Made again
  * whenever one of its input files changed (size or mtime), so there is still
- * no build step to remember: an edit is picked up by the next `vega`.
+ * no build step to remember: an edit is picked up by the next `vega` (an edit
+ * of this file or of package-lock.json too).
  *
  * Why: tsx's loader hooks every import, those of node_modules too, on a thread
  * of its own. Measured on this project, a `vega serve` start cost 5.5 s of CPU
@@ -26,6 +27,8 @@ const cacheDir = path.join(root, "node_modules", ".cache", "vega-cli");
 const latestFile = path.join(cacheDir, "latest");
 const ENTRY = "cli/main.ts";
 const BUILDS_KEPT = 3;
+/** Besides the sources: how they are bundled (this file) and with which esbuild (the lockfile). */
+const TOOL_INPUTS = ["bin/cli-bundle.mjs", "package-lock.json"];
 
 /** Size and mtime of a file, or undefined when it is gone. */
 function signature(file) {
@@ -82,7 +85,7 @@ async function buildBundle() {
     logLevel: "silent",
     plugins: [keepModuleUrls],
   });
-  const inputs = Object.fromEntries(Object.keys(result.metafile.inputs).map((file) => [file, signature(file)]));
+  const inputs = Object.fromEntries([...Object.keys(result.metafile.inputs), ...TOOL_INPUTS].map((file) => [file, signature(file)]));
   writeFileSync(path.join(outdir, "inputs.json"), JSON.stringify(inputs));
   const pointer = `${latestFile}.${name}`;
   writeFileSync(pointer, name);
