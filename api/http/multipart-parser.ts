@@ -38,6 +38,8 @@ export interface MultipartHandlers {
 
 /** busboy's bound on one part's header block; a form's own headers are a few hundred bytes. */
 const MAX_PART_HEADER_BYTES = 16 * 1024;
+/** What the parser and a file's stream hold before they push back on the body: 1 MiB, as the upload's blocks. */
+const STREAM_BUFFER_BYTES = 1024 * 1024;
 const HEADER_BLOCK_END = Buffer.from("\r\n\r\n");
 const EMPTY = Buffer.alloc(0);
 const CR = 0x0d;
@@ -86,7 +88,8 @@ export class MultipartParser extends Writable {
     private readonly limits: MultipartLimits,
     private readonly handlers: MultipartHandlers,
   ) {
-    super();
+    // Room for a few socket reads: with the default 16 KiB, every 64 KiB read paused the socket.
+    super({ highWaterMark: STREAM_BUFFER_BYTES });
     this.delimiter = Buffer.from(`\r\n--${multipartBoundary(contentType)}`);
   }
 
@@ -207,7 +210,7 @@ export class MultipartParser extends Writable {
       return;
     }
     if (++this.files > this.limits.files) throw new MultipartError(`A multipart request has ${this.limits.files} file part(s) at most`);
-    const stream = new Readable({ read: () => this.resume() });
+    const stream = new Readable({ highWaterMark: STREAM_BUFFER_BYTES, read: () => this.resume() });
     this.part = { kind: "file", name: disposition.name, stream, bytes: 0, overLimit: false };
     const filename = disposition.filename.slice(Math.max(disposition.filename.lastIndexOf("/"), disposition.filename.lastIndexOf("\\")) + 1);
     this.handlers.file(disposition.name, stream, { filename, mimeType: headers.get("content-type")?.trim() || "application/octet-stream" });
