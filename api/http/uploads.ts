@@ -245,6 +245,10 @@ class MultipartUpload {
   private onFile(fieldName: string, stream: Readable, info: FilePartInfo) {
     if (this.failed) return stream.resume();
     this.fileStreams.push(stream);
+    // A refusal while membership is still being checked (the size limit below, with a limit under the
+    // stream's 1 MiB of room) errors the stream before the pipeline below is attached; the pipeline then
+    // finds it errored and rejects with the refusal. Until then, this listener keeps the error handled.
+    stream.on("error", () => {});
     const { targets, ready } = this;
     if (!this.operations || !targets || !ready) {
       stream.resume();

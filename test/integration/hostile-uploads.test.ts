@@ -109,6 +109,35 @@ describe("the multipart map may only walk the operation's own JSON", () => {
     await expectServerUntouched(server);
   });
 
+  it("refuses a multipart body without a boundary, with a second file, or with a part that has no name: 400, nothing stored", async () => {
+    const token = await server.token("mallory");
+    const boundary = "vega-hostile";
+    const part = (disposition: string, body: string | Buffer) =>
+      Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: ${disposition}\r\n\r\n`), Buffer.from(body), Buffer.from("\r\n")]);
+    const head = [part('form-data; name="operations"', JSON.stringify(submitOperations())), part('form-data; name="map"', JSON.stringify({ 0: ["variables.input.source"] }))];
+    const file = (name: string) => part(`form-data; name="${name}"; filename="source.zip"`, archive);
+    const end = Buffer.from(`--${boundary}--\r\n`);
+    const cases: [string, string, Buffer, RegExp][] = [
+      ["no boundary", "multipart/form-data", Buffer.concat([...head, file("0"), end]), /no valid boundary/],
+      ["a second file", `multipart/form-data; boundary=${boundary}`, Buffer.concat([...head, file("0"), file("1"), end]), /1 file part\(s\) at most/],
+      ["a part without a name", `multipart/form-data; boundary=${boundary}`, Buffer.concat([...head, part("form-data", "x"), file("0"), end]), /has no `name`/],
+      ["no closing boundary", `multipart/form-data; boundary=${boundary}`, Buffer.concat([...head, file("0")]), /ends before its closing boundary/],
+    ];
+    for (const [name, contentType, body, message] of cases) {
+      const response = await fetch(server.graphqlUrl, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "apollo-require-preflight": "true", "content-type": contentType },
+        body,
+      });
+      const answer = await response.json();
+      expect([response.status, answer.errors?.[0]?.extensions?.code], name).toEqual([400, "BAD_USER_INPUT"]);
+      expect(answer.errors[0].message, name).toMatch(message);
+    }
+    expect(await scanCount(server, token)).toBe(0);
+    expect(await server.uploadTemporaries()).toEqual([]);
+    await expectServerUntouched(server);
+  });
+
   it("answers 400 BAD_USER_INPUT to a request whose map names a file it never sends", async () => {
     const token = await server.token("mallory");
     const data = new FormData();
