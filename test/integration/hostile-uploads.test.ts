@@ -127,7 +127,7 @@ describe("the multipart map may only walk the operation's own JSON", () => {
       const response = await fetch(server.graphqlUrl, {
         method: "POST",
         headers: { authorization: `Bearer ${token}`, "apollo-require-preflight": "true", "content-type": contentType },
-        body,
+        body: new Uint8Array(body),
       });
       const answer = await response.json();
       expect([response.status, answer.errors?.[0]?.extensions?.code], name).toEqual([400, "BAD_USER_INPUT"]);
