@@ -8,7 +8,7 @@
  *
  * Why: tsx's loader hooks every import, those of node_modules too, on a thread
  * of its own. Measured on this project, a `vega serve` start cost 5.5 s of CPU
- * through tsx and 3.5 s from the bundle; `vega runner` (one per scan) 1.0 s
+ * through tsx and 3.2 s from the bundle; `vega runner` (one per scan) 1.0 s
  * and 0.4 s; `vega maintenance cleanup` 4.2 s and 2.6 s.
  *
  * Layout, under node_modules/.cache/vega-cli/: one directory per build (its

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /**
  * `npm run generate` (postinstall, and before `npm test`): the Prisma client and the typed GraphQL
- * documents, made again only when what they are made from changed, then the bundle `vega` runs from
- * (bin/cli-bundle.mjs; made here so that a test pass's first processes do not all make it at once). Each output directory keeps the
- * digest of its inputs in `.made-from.sha256`; `--force` regenerates regardless.
+ * documents, made again only when what they are made from changed. Each output directory keeps the
+ * digest of its inputs in `.made-from.sha256`; `--force` regenerates regardless. Then the bundle
+ * `vega` runs from (bin/cli-bundle.mjs), made here so that a test pass's first processes do not all
+ * make it at once.
  *
  * Skipping matters beyond the seconds it saves: CI runs its test passes side by side, and two
  * generators rewriting api/generated/ under a running test pass would break its imports.

@@ -147,12 +147,14 @@ export class MultipartParser extends Writable {
           }
         } else if (this.state === "headers") {
           const found = data.indexOf(HEADER_BLOCK_END, at);
+          // Headers that never end are refused once over the bound, not held in memory.
+          if ((found === -1 ? data.length : found) - at > MAX_PART_HEADER_BYTES) {
+            throw new MultipartError("Malformed multipart body: a part's headers are over 16 KiB");
+          }
           if (found === -1) {
-            if (data.length - at > MAX_PART_HEADER_BYTES) throw new MultipartError("Malformed multipart body: a part's headers are over 16 KiB");
             this.held = Buffer.from(data.subarray(at));
             break;
           }
-          if (found - at > MAX_PART_HEADER_BYTES) throw new MultipartError("Malformed multipart body: a part's headers are over 16 KiB");
           // The block starts with the CRLF that ended the boundary line, so an empty block is found at `at`.
           this.startPart(data.toString("utf8", Math.min(at + 2, found), found));
           this.state = "content";

@@ -8,8 +8,7 @@
  * The blocks are a few slices of one SharedArrayBuffer per upload, reused:
  * the hashing thread reads the same memory the write reads, so nothing is
  * copied or transferred to it, and no block is allocated per MiB (fresh 1 MiB
- * buffers cost page faults and garbage collection, and transferred ones piled
- * up in the thread's heap: ~900 MiB of RSS after one 1 GiB upload). A block is
+ * buffers cost page faults and garbage collection on both threads). A block is
  * free again once it is written and hashed; when none is free, the stream
  * takes no more chunks, so memory stays flat whatever the size, even when the
  * hashing thread is slower than the disk. The thread hashes blocks in the
@@ -175,8 +174,8 @@ export function uploadFileSink(file: FileHandle, onBytes: (bytes: number) => voi
           }
         }
       };
-      // A chunk that needed no new block calls back at once, not a microtask later.
-      if (chunk.length <= BLOCK_BYTES - filled - 1 && !failure) {
+      // A chunk that leaves the block short of full calls back at once, not a microtask later.
+      if (chunk.length < BLOCK_BYTES - filled && !failure) {
         filled += chunk.copy(block, filled);
         return callback();
       }

@@ -103,4 +103,3 @@ export function summaryOf(result: CliResult): Record<string, any> {
 
 /** A process that refuses to start says why in one message: no stack trace on its stderr. */
 export const expectNoStackTrace = (stderr: string) => expect(stderr).not.toMatch(/\n\s+at /);
-

@@ -16,7 +16,6 @@ import { TEST_JWT_SECRET } from "./jwt-secret.ts";
 
 export { TEST_JWT_SECRET };
 
-
 export interface GraphQLResponse<Data = any> {
   status: number;
   headers: Headers;
