@@ -243,12 +243,13 @@ class MultipartUpload {
   }
 
   private onFile(fieldName: string, stream: Readable, info: FilePartInfo) {
+    // The stream can be errored before the pipeline below is attached (the size limit, while membership is
+    // still being checked, with a limit under the stream's 1 MiB of room), or with none attached (the parser
+    // destroyed mid-file, for an upload already refused). The pipeline finds it errored and rejects with the
+    // error; until then, and without one, this listener keeps the error handled.
+    stream.on("error", () => {});
     if (this.failed) return stream.resume();
     this.fileStreams.push(stream);
-    // A refusal while membership is still being checked (the size limit below, with a limit under the
-    // stream's 1 MiB of room) errors the stream before the pipeline below is attached; the pipeline then
-    // finds it errored and rejects with the refusal. Until then, this listener keeps the error handled.
-    stream.on("error", () => {});
     const { targets, ready } = this;
     if (!this.operations || !targets || !ready) {
       stream.resume();

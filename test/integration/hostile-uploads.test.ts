@@ -122,6 +122,13 @@ describe("the multipart map may only walk the operation's own JSON", () => {
       ["a second file", `multipart/form-data; boundary=${boundary}`, Buffer.concat([...head, file("0"), file("1"), end]), /1 file part\(s\) at most/],
       ["a part without a name", `multipart/form-data; boundary=${boundary}`, Buffer.concat([...head, part("form-data", "x"), file("0"), end]), /has no `name`/],
       ["no closing boundary", `multipart/form-data; boundary=${boundary}`, Buffer.concat([...head, file("0")]), /ends before its closing boundary/],
+      // The first refusal (operations not JSON) is the answer, whatever the rest of the body holds.
+      [
+        "a bad field, then a file and a bad boundary line",
+        `multipart/form-data; boundary=${boundary}`,
+        Buffer.concat([part('form-data; name="operations"', "not json"), head[1], file("0"), Buffer.from(`--${boundary}xyz\r\n`)]),
+        /`operations` is not valid JSON/,
+      ],
     ];
     for (const [name, contentType, body, message] of cases) {
       const response = await fetch(server.graphqlUrl, {
