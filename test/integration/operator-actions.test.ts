@@ -96,6 +96,10 @@ describe("pausing claims", () => {
     const finished = await waitForScanStatus(server.app.deps.prisma, scanId, ["SUCCEEDED", "FAILED", "CANCELLED"], { timeoutMs: 60_000 });
     expect(finished.status).toBe("SUCCEEDED");
     expect(finished.workerId).toBe(worker.workerId);
+    // Stopped here, not at the end of the file: a worker left polling would claim the later tests'
+    // scans, and a scan it is running still counts against its owner's quota while it is cancelled.
+    workers.splice(workers.indexOf(worker), 1);
+    expect(await stopProcess(worker.child)).toBe(0);
   }, 120_000);
 
   it("keeps the pause in the database, where every replica and a restart read it", async () => {

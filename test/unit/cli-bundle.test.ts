@@ -4,7 +4,7 @@
  * the files next to its source (import.meta.url is the source's own).
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, stat, utimes } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,6 +31,31 @@ describe("the bundle vega runs from", () => {
     expect(inputs["shared/version.ts"]).toBe(`${(await stat(source)).size}:${(await stat(source)).mtimeMs}`);
     expect(Object.keys(inputs)).toEqual(expect.arrayContaining(["cli/main.ts", "api/server.ts", "worker/worker.ts"]));
     expect(Object.keys(inputs).some((file) => file.includes("node_modules"))).toBe(false);
+  });
+
+  it("is made once by processes that start together after a change, and not held up by a lock its dead builder left", async () => {
+    const source = path.join(root, "shared/version.ts");
+    const touch = async () => {
+      const { atime } = await stat(source);
+      await utimes(source, atime, new Date());
+    };
+    const cacheDir = path.join(root, "node_modules/.cache/vega-cli");
+    const entryFrom = async () => {
+      const { stdout } = await run(process.execPath, ["--input-type=module", "-e", `import(${JSON.stringify(path.join(root, "bin/cli-bundle.mjs"))}).then((m) => m.freshCliBundle()).then((entry) => console.log(entry))`]);
+      return stdout.trim();
+    };
+
+    await touch();
+    const entries = await Promise.all([entryFrom(), entryFrom(), entryFrom()]);
+    expect(new Set(entries).size).toBe(1);
+
+    // A builder killed before it could remove its lock: the next start builds anyway, at once.
+    await touch();
+    const dead = await run(process.execPath, ["-e", "console.log(process.pid)"]);
+    await writeFile(path.join(cacheDir, "build.lock"), dead.stdout.trim());
+    // Waiting on it would take BUILD_LOCK_STALE_MS (two minutes), past the test's timeout.
+    expect(await entryFrom()).not.toBe(entries[0]);
+    await expect(stat(path.join(cacheDir, "build.lock"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   it("runs a command whose module finds files next to its source, from any directory", async () => {
