@@ -1,11 +1,11 @@
 /**
  * Where an upload's file part goes: a Writable that gathers the parser's
  * chunks (views of the socket's reads, 64 KiB or less) into 1 MiB blocks and
- * hands each full block to the store thread, which writes it at its offset and
+ * hands each full block to the store thread, which writes it (in order) and
  * hashes it. The main thread parses every request's body; profiled on a 1 GiB
- * upload, it was busy all through, a third of it in SHA-256, the write calls
- * and one message to a hashing thread per block. Now it only copies the bytes
- * into the blocks.
+ * upload, it was busy all through, 0.4 s of it in the write calls and 0.3 s
+ * in one message per block to the thread that hashed. Now it copies the bytes
+ * into the blocks and flips a flag per block.
  *
  * The blocks are slices of one SharedArrayBuffer per upload, used in turn as a
  * ring; beside them, a small shared array says of each block whether it is
@@ -114,7 +114,7 @@ interface UploadWaiters {
 
 class StoreThread {
   private worker: Worker | undefined;
-  private doorbell = new Int32Array(new SharedArrayBuffer(4));
+  private readonly doorbell = new Int32Array(new SharedArrayBuffer(4));
   private nextId = 0;
   private readonly uploads = new Map<number, UploadWaiters>();
 
