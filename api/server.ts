@@ -31,7 +31,7 @@ import { downloadSarif, SARIF_ROUTE } from "./http/sarif.ts";
 import { attachSubscriptions } from "./http/subscriptions.ts";
 import { createSubscriptionGroups } from "./http/subscription-groups.ts";
 import { handleMultipartGraphQL } from "./http/uploads.ts";
-import { closeUploadStoreThread } from "./http/upload-file.ts";
+import { closeUploadHasher } from "./http/upload-file.ts";
 import { handleOpsRest, OPS_REST_PREFIX } from "./http/ops-rest.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
 import { createVegaPubSub, type RedisStatus } from "./pubsub.ts";
@@ -164,7 +164,7 @@ export async function createApp(config: Config, options: AppOptions): Promise<Ap
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       await closePubSub();
       deps.metrics.close();
-      await closeUploadStoreThread();
+      await closeUploadHasher();
       if (!options.database) await database.close();
     },
   };

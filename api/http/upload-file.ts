@@ -1,27 +1,18 @@
 /**
  * Where an upload's file part goes: a Writable that gathers the parser's
- * chunks (views of the socket's reads, 64 KiB or less) into 1 MiB blocks and
- * hands each full block to the store thread, which writes it (in order) and
- * hashes it. The main thread parses every request's body; profiled on a 1 GiB
- * upload, it was busy all through, 0.4 s of it in the write calls and 0.3 s
- * in one message per block to the thread that hashed. Now it copies the bytes
- * into the blocks and flips a flag per block.
+ * chunks (views of the socket's reads, 64 KiB or less) into 1 MiB blocks,
+ * writes each block once at its offset and, at the same time, hashes it on a
+ * thread of its own. Profiled on a 1 GiB upload, SHA-256 on the main thread
+ * cost as much as the parsing; the writes of small chunks were the rest.
  *
- * The blocks are slices of one SharedArrayBuffer per upload, used in turn as a
- * ring; beside them, a small shared array says of each block whether it is
- * full (the store thread's to write and hash) or free (the stream's to fill),
- * and how many bytes it holds. Hand-over is a store and a notify on that
- * memory, in both directions: no message, copy or allocation per block. When
- * the block to fill next is not free yet, the stream takes no more chunks, so
- * memory stays flat whatever the size, even when the disk is slower than the
- * network. The store thread takes each upload's blocks in ring order, the order
- * of the file.
- *
- * Messages remain for what happens once per upload: open, end (answered with
- * the digest), drop, and a write's failure. The store thread writes through
- * the file's descriptor, which the caller closes once `released()` says the
- * thread has let go of it, so that a closed descriptor's number, reused by
- * another file, is never written.
+ * The blocks are a few slices of one SharedArrayBuffer per upload, reused:
+ * the hashing thread reads the same memory the write reads, so nothing is
+ * copied or transferred to it, and no block is allocated per MiB (fresh 1 MiB
+ * buffers cost page faults and garbage collection on both threads). A block is
+ * free again once it is written and hashed; when none is free, the stream
+ * takes no more chunks, so memory stays flat whatever the size, even when the
+ * hashing thread is slower than the disk. The thread hashes blocks in the
+ * order they are handed over, the order of the file.
  */
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
@@ -30,126 +21,58 @@ import { Worker } from "node:worker_threads";
 const BLOCK_BYTES = 1024 * 1024;
 /** Blocks being filled, written or hashed, per upload: 5 MiB of shared memory. */
 const BLOCKS_PER_UPLOAD = 5;
-/** A block's state in the control array: the stream's to fill, or the store thread's to write and hash. */
-const FREE = 0;
-const FULL = 1;
 
-/**
- * The store thread: one per process, started on the first upload, never keeping the process alive.
- * It sleeps on the doorbell (a counter every hand-over and message adds to) while no block is full,
- * and reads its messages synchronously between blocks.
- */
-const STORE_THREAD_SOURCE = `
-const { parentPort, receiveMessageOnPort, workerData } = require("node:worker_threads");
-const { writeSync } = require("node:fs");
+/** The hashing thread: one per process, started on the first upload, never keeping the process alive. */
+const HASHER_SOURCE = `
+const { parentPort } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
-const { BLOCK_BYTES, BLOCKS, FREE, FULL } = workerData.layout;
-const doorbell = new Int32Array(workerData.doorbell);
 const uploads = new Map();
-
-function receive(message) {
+parentPort.on("message", (message) => {
   if (message.type === "open") {
-    uploads.set(message.id, {
-      fd: message.fd, blocks: message.blocks, control: new Int32Array(message.control),
-      hash: createHash("sha256"), next: 0, endsAfter: undefined, failed: false,
-    });
-  } else if (message.type === "end") {
+    uploads.set(message.id, { hash: createHash("sha256"), blocks: message.blocks });
+  } else if (message.type === "update") {
     const upload = uploads.get(message.id);
-    if (upload) upload.endsAfter = message.blocks;
-  } else if (message.type === "drop") {
-    // Between blocks: nothing of this upload is being written now, and nothing will be.
+    upload.hash.update(new Uint8Array(upload.blocks, message.offset, message.length));
+    parentPort.postMessage({ id: message.id, type: "hashed" });
+  } else if (message.type === "digest") {
+    const upload = uploads.get(message.id);
     uploads.delete(message.id);
-    parentPort.postMessage({ id: message.id, type: "dropped" });
+    parentPort.postMessage({ id: message.id, type: "digest", digest: upload.hash.digest("hex") });
+  } else if (message.type === "drop") {
+    uploads.delete(message.id);
   }
-}
-
-/** Writes and hashes the upload's next full block, if it has one; answers whether it did. */
-function storeNext(id, upload) {
-  const index = upload.next % BLOCKS;
-  if (Atomics.load(upload.control, index) !== FULL) return false;
-  const length = upload.control[BLOCKS + index];
-  const block = new Uint8Array(upload.blocks, index * BLOCK_BYTES, length);
-  if (!upload.failed) {
-    try {
-      // In order, at the descriptor's offset (a new file's, from 0): works for any descriptor, a pipe's too.
-      for (let done = 0; done < length; ) done += writeSync(upload.fd, block, done, length - done);
-      upload.hash.update(block);
-    } catch (error) {
-      // The stream learns of it at its next hand-over; the blocks are still released, so it never waits.
-      upload.failed = true;
-      parentPort.postMessage({ id, type: "failed", message: error.message, code: error.code });
-    }
-  }
-  upload.next++;
-  Atomics.store(upload.control, index, FREE);
-  Atomics.notify(upload.control, index);
-  return true;
-}
-
-for (;;) {
-  const rung = Atomics.load(doorbell, 0);
-  for (let message; (message = receiveMessageOnPort(parentPort)); ) receive(message.message);
-  let stored = false;
-  for (const [id, upload] of uploads) {
-    if (storeNext(id, upload)) stored = true;
-    if (upload.endsAfter === upload.next) {
-      uploads.delete(id);
-      parentPort.postMessage(upload.failed ? { id, type: "dropped" } : { id, type: "digest", digest: upload.hash.digest("hex") });
-    }
-  }
-  if (!stored) Atomics.wait(doorbell, 0, rung);
-}
+});
 `;
 
-type StoreReply =
-  | { id: number; type: "digest"; digest: string }
-  | { id: number; type: "dropped" }
-  | { id: number; type: "failed"; message: string; code?: string };
-
-interface UploadWaiters {
-  /** Settles once the thread has let go of the upload: its digest, or undefined when it was dropped. */
-  released: (reply: { digest?: string; error?: Error }) => void;
-  failed: (error: Error) => void;
-}
-
-class StoreThread {
+class Hasher {
   private worker: Worker | undefined;
-  private readonly doorbell = new Int32Array(new SharedArrayBuffer(4));
   private nextId = 0;
-  private readonly uploads = new Map<number, UploadWaiters>();
+  private readonly pending = new Map<number, { resolve: (digest: string) => void; reject: (error: Error) => void }>();
+  /** Per upload, the blocks handed over and not yet hashed, oldest first (the thread hashes in order). */
+  private readonly unhashed = new Map<number, { resolve: () => void; reject: (error: Error) => void }[]>();
 
   private thread(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(STORE_THREAD_SOURCE, {
-      eval: true,
-      workerData: { doorbell: this.doorbell.buffer, layout: { BLOCK_BYTES, BLOCKS: BLOCKS_PER_UPLOAD, FREE, FULL } },
-    });
+    const worker = new Worker(HASHER_SOURCE, { eval: true });
     worker.unref();
-    worker.on("message", (reply: StoreReply) => {
-      const waiters = this.uploads.get(reply.id);
-      if (!waiters) return;
-      if (reply.type === "failed") return waiters.failed(Object.assign(new Error(reply.message), { code: reply.code }));
-      this.uploads.delete(reply.id);
-      waiters.released(reply.type === "digest" ? { digest: reply.digest } : {});
+    worker.on("message", (message: { id: number; type: "hashed" } | { id: number; type: "digest"; digest: string }) => {
+      if (message.type === "hashed") {
+        this.unhashed.get(message.id)?.shift()?.resolve();
+        return;
+      }
+      this.pending.get(message.id)?.resolve(message.digest);
+      this.pending.delete(message.id);
     });
     const failAll = (error: Error) => {
       if (this.worker === worker) this.worker = undefined;
-      // A thread that is gone holds no descriptor: every upload is released, with the error.
-      for (const waiters of this.uploads.values()) {
-        waiters.failed(error);
-        waiters.released({ error });
-      }
-      this.uploads.clear();
+      for (const { reject } of this.pending.values()) reject(error);
+      this.pending.clear();
+      for (const blocks of this.unhashed.values()) for (const { reject } of blocks.splice(0)) reject(error);
     };
     worker.on("error", failAll);
-    worker.on("exit", (code) => failAll(new Error(`the upload store thread exited with ${code}`)));
+    worker.on("exit", (code) => failAll(new Error(`the upload hashing thread exited with ${code}`)));
     this.worker = worker;
     return worker;
-  }
-
-  private ring() {
-    Atomics.add(this.doorbell, 0, 1);
-    Atomics.notify(this.doorbell, 0);
   }
 
   /** Ends the thread (the app closes); the next upload starts another. */
@@ -159,129 +82,133 @@ class StoreThread {
     await worker?.terminate();
   }
 
-  open(fd: number, blocks: SharedArrayBuffer, control: SharedArrayBuffer, waiters: UploadWaiters) {
+  /** A hash over slices of `blocks`, which the thread shares. */
+  open(blocks: SharedArrayBuffer) {
     const id = this.nextId++;
     const worker = this.thread();
-    this.uploads.set(id, waiters);
-    worker.postMessage({ type: "open", id, fd, blocks, control });
-    this.ring();
+    const unhashed: { resolve: () => void; reject: (error: Error) => void }[] = [];
+    this.unhashed.set(id, unhashed);
+    worker.postMessage({ type: "open", id, blocks });
     return {
-      /** A block was marked full. */
-      handedOver: () => this.ring(),
-      /** No more blocks after the first `blocks`: the digest follows the last one. */
-      end: (blocks: number) => {
-        worker.postMessage({ type: "end", id, blocks });
-        this.ring();
-      },
-      /** Stop: the blocks not yet stored are not written. */
+      /** Resolves once the thread has hashed `length` bytes of the blocks at `offset`. */
+      update: (offset: number, length: number) =>
+        new Promise<void>((resolve, reject) => {
+          unhashed.push({ resolve, reject });
+          worker.postMessage({ type: "update", id, offset, length });
+        }),
+      digest: () =>
+        new Promise<string>((resolve, reject) => {
+          this.unhashed.delete(id);
+          this.pending.set(id, { resolve, reject });
+          worker.postMessage({ type: "digest", id });
+        }),
       drop: () => {
+        this.unhashed.delete(id);
         worker.postMessage({ type: "drop", id });
-        this.ring();
       },
     };
   }
 }
 
-const storeThread = new StoreThread();
+const hasher = new Hasher();
 
-/** Ends the store thread, so that a closing process has nothing of it left running. */
-export const closeUploadStoreThread = () => storeThread.close();
+/** Ends the hashing thread, so that a closing process has nothing of it left running. */
+export const closeUploadHasher = () => hasher.close();
 
-/** A Writable into `file` (written in order from its offset: a new file's, 0); `finished()` answers the size and SHA-256 once the stream has finished. */
+/** A Writable into `file` (written from offset 0); `finished()` answers the size and SHA-256 once the stream has finished. */
 export function uploadFileSink(file: FileHandle, onBytes: (bytes: number) => void) {
-  const blocks = new SharedArrayBuffer(BLOCK_BYTES * BLOCKS_PER_UPLOAD);
-  /** Per block: its state (FREE or FULL), then, after all the states, its length. */
-  const control = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT * BLOCKS_PER_UPLOAD * 2));
-  let failure: Error | undefined;
-  let release!: (reply: { digest?: string; error?: Error }) => void;
-  const released = new Promise<{ digest?: string; error?: Error }>((resolve) => (release = resolve));
-  const upload = storeThread.open(file.fd, blocks, control.buffer as SharedArrayBuffer, {
-    released: (reply) => release(reply),
-    failed: (error) => (failure ??= error),
-  });
-  // Once the thread has let go of the upload (or is gone), every block is the stream's again: a
-  // write waiting for one wakes, sees the upload over and stops.
-  released.then(() => {
-    for (let index = 0; index < BLOCKS_PER_UPLOAD; index++) {
-      Atomics.store(control, index, FREE);
-      Atomics.notify(control, index);
-    }
-  });
-  /** Blocks handed over so far; the one being filled is the next in the ring. */
-  let handed = 0;
-  let block = Buffer.from(blocks, 0, BLOCK_BYTES);
+  const shared = new SharedArrayBuffer(BLOCK_BYTES * BLOCKS_PER_UPLOAD);
+  const hash = hasher.open(shared);
+  /** Offsets in `shared` of the blocks free to fill. */
+  const free = Array.from({ length: BLOCKS_PER_UPLOAD }, (_, index) => index * BLOCK_BYTES);
+  let blockOffset = free.pop()!;
+  let block = Buffer.from(shared, blockOffset, BLOCK_BYTES);
   let filled = 0;
-  let size = 0;
-  let ended = false;
+  let offset = 0;
+  let freed: (() => void) | undefined;
+  /** Writes and hashes, settled in file order; the first failure is kept. */
+  let chain: Promise<void> = Promise.resolve();
+  let failure: unknown;
+  let complete = false;
 
-  /** Waits until the block to fill next is free again (the thread stored what it held). */
-  const nextBlock = async () => {
-    const index = handed % BLOCKS_PER_UPLOAD;
-    while (Atomics.load(control, index) === FULL) {
-      const wait = Atomics.waitAsync(control, index, FULL);
-      if (wait.async) await wait.value;
-    }
-    block = Buffer.from(blocks, index * BLOCK_BYTES, BLOCK_BYTES);
+  const flush = () => {
+    if (filled === 0) return;
+    const [full, at, length, position] = [block, blockOffset, filled, offset];
+    offset += length;
+    filled = 0;
+    const done = Promise.all([writeFully(file, full, length, position), hash.update(at, length)]);
+    // Its failure is taken up by the chain below, once the blocks before it are through.
+    done.catch(() => {});
+    chain = chain
+      .then(() => done)
+      .then(() => onBytes(length))
+      .catch((error: unknown) => {
+        failure ??= error;
+      })
+      .finally(() => {
+        free.push(at);
+        freed?.();
+      });
   };
 
-  const handOver = () => {
-    const index = handed % BLOCKS_PER_UPLOAD;
-    control[BLOCKS_PER_UPLOAD + index] = filled;
-    Atomics.store(control, index, FULL);
-    upload.handedOver();
-    handed++;
-    size += filled;
-    onBytes(filled);
-    filled = 0;
+  /** The next block to fill, once one is written and hashed. */
+  const takeBlock = async () => {
+    while (free.length === 0) await new Promise<void>((resolve) => (freed = () => ((freed = undefined), resolve())));
+    blockOffset = free.pop()!;
+    block = Buffer.from(shared, blockOffset, BLOCK_BYTES);
   };
 
   const sink = new Writable({
     highWaterMark: BLOCK_BYTES,
     write(chunk: Buffer, _encoding, callback) {
-      if (failure) return callback(failure);
-      // A chunk that leaves the block short of full calls back at once, not a microtask later.
-      if (chunk.length < BLOCK_BYTES - filled) {
-        filled += chunk.copy(block, filled);
-        return callback();
-      }
-      (async () => {
-        for (let at = 0; at < chunk.length; ) {
+      let at = 0;
+      const fill = async () => {
+        while (at < chunk.length) {
+          if (failure) throw failure;
           const taken = chunk.copy(block, filled, at);
           filled += taken;
           at += taken;
           if (filled === BLOCK_BYTES) {
-            handOver();
-            await nextBlock();
-            if (failure || sink.destroyed) return;
+            flush();
+            await takeBlock();
           }
         }
-      })().then(() => callback(failure), callback);
+      };
+      // A chunk that leaves the block short of full calls back at once, not a microtask later.
+      if (chunk.length < BLOCK_BYTES - filled && !failure) {
+        filled += chunk.copy(block, filled);
+        return callback();
+      }
+      fill().then(() => callback(failure as Error | undefined), callback);
     },
     final(callback) {
-      if (filled > 0) handOver();
-      ended = true;
-      upload.end(handed);
-      released.then(({ digest, error }) => callback(failure ?? error ?? (digest === undefined ? new Error("the upload was not stored") : undefined)));
+      flush();
+      chain.then(() => {
+        complete = failure === undefined;
+        callback(failure as Error | undefined);
+      });
     },
     destroy(error, callback) {
-      // A finished stream is destroyed too (autoDestroy): then the thread has already let go of the file.
-      if (!ended) upload.drop();
-      released.then(() => callback(error));
+      chain.finally(() => {
+        // A finished stream is destroyed too (autoDestroy): its hash waits for finished().
+        if (!complete) hash.drop();
+        callback(error);
+      });
     },
   });
   return {
     sink,
-    /**
-     * Resolves once the store thread will not touch the file's descriptor again, whichever way the
-     * stream ended: close the file only then (a failed pipeline settles before its streams are
-     * destroyed, and the thread may still be writing a block).
-     */
-    released: async () => void (await released),
     /** After the stream finished: the bytes written and their SHA-256 (hex). */
     async finished(): Promise<{ sizeBytes: number; sha256: string }> {
-      const { digest, error } = await released;
-      if (digest === undefined) throw failure ?? error ?? new Error("the upload was not stored");
-      return { sizeBytes: size, sha256: digest };
+      return { sizeBytes: offset, sha256: await hash.digest() };
     },
   };
+}
+
+async function writeFully(file: FileHandle, buffer: Buffer, length: number, position: number) {
+  let done = 0;
+  while (done < length) {
+    const { bytesWritten } = await file.write(buffer, done, length - done, position + done);
+    done += bytesWritten;
+  }
 }

@@ -3,7 +3,7 @@
  * every file in memory before a resolver runs, which cannot serve 2 GB
  * archives. Here our parser (multipart-parser.ts) reads `operations` and `map` (which the spec sends
  * first), the file part streams to a temporary file in the artifact store in
- * 1 MiB blocks, written and hashed by a thread of its own and counted (upload-file.ts), and the operation then runs with a placeholder in
+ * 1 MiB blocks, hashed on a thread of its own and counted (upload-file.ts), and the operation then runs with a placeholder in
  * place of the File; the resolver finds the stored file in the context.
  *
  * Checks come before any work, in this order: CSRF preflight header,
@@ -278,14 +278,12 @@ class MultipartUpload {
           // Opened here rather than by the stream: a stream destroyed while it is still opening would
           // create its file after the failure's removal ran. Its close is awaited (the stream closes it).
           const file = await open(tempPath, "wx");
-          const { sink, finished, released } = uploadFileSink(file, (bytes) => metrics.countUploadBytes(bytes));
           let written;
           try {
+            const { sink, finished } = uploadFileSink(file, (bytes) => metrics.countUploadBytes(bytes));
             await pipeline(stream, sink);
             written = await finished();
           } finally {
-            // The sink's thread writes through the descriptor: it is closed once that thread let go of it.
-            await released();
             await file.close();
           }
           this.uploads.set(placeholder, {
