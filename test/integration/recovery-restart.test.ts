@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { signToken } from "../../api/auth.ts";
 import { startVega, stopProcess } from "../support/cli.ts";
 import { migratedDataDir } from "../support/data-dir.ts";
+import { vegaServerOf } from "../support/processes.ts";
 import { TEST_JWT_SECRET } from "../support/jwt-secret.ts";
 import { FINISHED, runningWithFindings, SCAN_FIELDS, SHORT_TTL, totalFindings, trackRecoveryProcesses } from "../support/recovery-processes.ts";
 import { submitScan } from "../support/uploads.ts";
@@ -22,18 +23,6 @@ import { awsKeysFile, runnerWorkDirs, waitFor } from "../support/worker-process.
 import { buildZip } from "../support/zips.ts";
 
 const { groups, children, stopRunner } = trackRecoveryProcesses();
-
-/** A GraphQL client of a running Vega as one user. */
-function apiOf(graphqlUrl: string, token: string) {
-  return async (query: string, variables: Record<string, unknown> = {}) => {
-    const response = await fetch(graphqlUrl, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query, variables }),
-    });
-    return (await response.json()) as { data: any; errors?: { extensions?: { code?: string } }[] };
-  };
-}
 
 describe("kill -9 of the whole `vega start` process group with two scans running, then a restart", () => {
   let dataDir: string | undefined;
@@ -49,8 +38,7 @@ describe("kill -9 of the whole `vega start` process group with two scans running
       const started = await startVega(["start"], { ...baseEnv, ...env }, /"msg":"worker registered"/, { timeoutMs: 300_000, detached: true });
       groups.push(started.child.pid!);
       children.push(started.child);
-      const port = /"port":(\d+)/.exec(started.output())![1];
-      return { ...started, graphqlUrl: `http://127.0.0.1:${port}/graphql` };
+      return vegaServerOf(started);
     };
     const token = await signToken(new TextEncoder().encode(TEST_JWT_SECRET), { sub: "alice", ttlSeconds: 3600 });
 
@@ -61,14 +49,13 @@ describe("kill -9 of the whole `vega start` process group with two scans running
       // Passed on to the runners: one addFindings call per finding, so both are busy reporting when stopped.
       VEGA_RUNNER_FINDINGS_BATCH: "1",
     });
-    const api = apiOf(first.graphqlUrl, token);
     const scanIds: string[] = [];
     for (const seed of [1, 2]) {
       const submitted = await submitScan({ graphqlUrl: first.graphqlUrl }, token, await buildZip([awsKeysFile(3000, "config/keys.env", seed)]));
       expect(submitted.status, JSON.stringify(submitted.body)).toBe(200);
       scanIds.push(submitted.body.data.submitScan.scan.id);
     }
-    const read = async (scanId: string) => (await api(`query ($id: ID!) { scan(id: $id) { ${SCAN_FIELDS} } }`, { id: scanId })).data.scan;
+    const read = async (scanId: string) => (await first.gql(`query ($id: ID!) { scan(id: $id) { ${SCAN_FIELDS} } }`, { id: scanId }, token)).data!.scan;
     const running = await runningWithFindings(read, scanIds, () => first.output().slice(-3000));
     for (const scan of running) stopRunner(scan.taskId);
     process.kill(-first.child.pid!, "SIGKILL");
@@ -76,8 +63,7 @@ describe("kill -9 of the whole `vega start` process group with two scans running
 
     // Default settings but for the short heartbeat TTL (and the runner interval it must exceed).
     const second = await start(SHORT_TTL);
-    const again = apiOf(second.graphqlUrl, token);
-    const readAgain = async (scanId: string) => (await again(`query ($id: ID!) { scan(id: $id) { ${SCAN_FIELDS} } }`, { id: scanId })).data.scan;
+    const readAgain = async (scanId: string) => (await second.gql(`query ($id: ID!) { scan(id: $id) { ${SCAN_FIELDS} } }`, { id: scanId }, token)).data!.scan;
     const failed = await waitFor(
       "both scans to be recovered",
       async () => {
