@@ -18,9 +18,9 @@
  *
  * Layout, under node_modules/.cache/vega-cli/: one directory per build (its
  * chunks and `inputs.json`, the files it was made from with their sizes and
- * mtimes) and `latest`, the name of the newest, replaced atomically. Processes
- * that build at the same moment each write their own directory; a running
- * process keeps reading its own (the three newest are kept).
+ * mtimes), `latest`, the name of the newest, replaced atomically, and while a
+ * build runs `build.lock` with its builder's pid. A running process keeps
+ * reading its own build (the three newest are kept).
  */
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -81,9 +81,9 @@ const EXTERNAL_PACKAGES = ["@electric-sql/pglite", "@prisma/*", ".prisma/*", "pr
 /** CommonJS packages inside an ES module bundle call `require` for Node's built-in modules. */
 const REQUIRE_BANNER = 'import { createRequire as vegaCreateRequire } from "node:module"; const require = vegaCreateRequire(import.meta.url);';
 
+/** Called with the build lock held (which made the cache directory). */
 async function buildBundle() {
   const { build } = await import("esbuild");
-  mkdirSync(cacheDir, { recursive: true });
   const name = randomUUID();
   const outdir = path.join(cacheDir, name);
   const result = await build({
@@ -162,6 +162,8 @@ function takeBuildLock() {
     }
     // A holder killed mid-build (a signal before the command's handlers exist) leaves its lock behind.
     if (isAlive(holder.pid) && holder.age < BUILD_LOCK_STALE_MS) return undefined;
+    // Not atomic: two processes taking over the same dead lock at once may both build. Harmless, as
+    // before there was a lock: each build has a directory of its own and `latest` is renamed into place.
     rmSync(lock, { force: true });
     return takeBuildLock();
   }
