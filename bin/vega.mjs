@@ -7,7 +7,7 @@
 import { setFlagsFromString } from "node:v8";
 import { freshCliBundle } from "./cli-bundle.mjs";
 
-// V8 lets the old generation grow to twice what survived a full collection before it marks again, rather than
+// This lets V8's old generation grow to twice what survived a full collection before it marks again, rather than
 // by its own factor, which left the API process (~85 MB live on the embedded database) 24–31 MB of room. With so
 // little room, the socket reads of a 1 GiB upload (16,000 buffers of 64 KiB, each dead a moment later) set off a
 // full marking of the heap every 60–100 ms, 25–35 per GiB (`--trace-incremental-marking`; with 40 MB of room or
