@@ -12,7 +12,7 @@
  * untimed), every server takes one warm-up upload first, and the samples
  * interleave (plain, plain, Vega; then the next round), BENCH_UPLOAD_SAMPLES
  * (5) of each, the median reported. Vega's warm-up also takes SMALL_WARM_UPS
- * small submissions (see there).
+ * small submissions (see warmUp).
  * The servers run as child processes, measured from outside (/proc/<pid>/status).
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -28,7 +28,7 @@ import { startVega, stopProcess } from "../support/cli.ts";
 import { startS3Server } from "../support/s3.ts";
 
 const ARCHIVE_BYTES = 1024 * 1024 * 1024;
-/** Small submitScan uploads after Vega's warm-up upload (see where they are sent). */
+/** Small submitScan uploads in each Vega server's warm-up (see warmUp). */
 const SMALL_WARM_UPS = 100;
 const SECRET = "bench-secret-bench-secret-bench-secret";
 
@@ -233,11 +233,7 @@ export default async function benchUpload(): Promise<void> {
         await emptyDir(plain.dir);
       }
       await vega.submit(archive, size);
-      // The submission path warms up too. After one warm-up upload alone, V8's four background threads still
-      // used ~0.35 s of CPU each during each of the first timed uploads (compiling, most likely PGlite's
-      // WebAssembly and the resolvers, optimised, over their first few hundred queries), on a machine whose two
-      // cores the upload already fills; after these small submissions they used ~0.03 s each.
-      for (let warmUp = 0; warmUp < SMALL_WARM_UPS; warmUp++) await vega.submit(smallArchive, smallSize);
+      await vega.warmUp(smallArchive, smallSize);
       await vega.empty();
       for (let sample = 0; sample < samples; sample++) {
         for (const plain of plains) {
@@ -262,7 +258,7 @@ export default async function benchUpload(): Promise<void> {
     try {
       const vegaS3 = await startVegaForUploads(dir, "s3", s3.env("bench/artifacts"));
       try {
-        for (let warmUp = 0; warmUp < SMALL_WARM_UPS; warmUp++) await vegaS3.submit(smallArchive, smallSize);
+        await vegaS3.warmUp(smallArchive, smallSize);
         remote = await vegaS3.submit(archive, size);
       } finally {
         await vegaS3.stop();
@@ -325,17 +321,26 @@ async function startVegaForUploads(dir: string, store: "local" | "s3", env: Reco
   const url = `http://127.0.0.1:${port}/graphql`;
   // One small request first, so that the first upload meets a warmed-up server.
   await fetch(url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: '{"query":"{ viewer { id } }"}' });
-  return {
+  const server = {
     async submit(archive: string, size: number): Promise<VegaRun> {
       // Growth is counted from the RSS just before this upload: the server's RSS falls after its first uploads
       // (913 MiB after one request, ~510 MiB later, on this machine), so a baseline taken once at the start read
       // as negative growth.
-      const before = await sampleRss(child.pid!).stop();
       const rss = sampleRss(child.pid!);
+      const before = await rss.current();
       const run = await postFile(url, archive, size, true, token);
       const peak = await rss.stop();
       if (run.status !== 200 || run.body.includes('"errors"')) throw new Error(`submitScan (${store}) failed: ${run.status} ${run.body}`);
       return { seconds: run.seconds, growthMiB: (peak - before) / 2 ** 20, beforeMiB: before / 2 ** 20 };
+    },
+    /**
+     * SMALL_WARM_UPS submissions of a small archive, so the submission path is warm too. After one warm-up
+     * upload alone, V8's four background threads still used ~0.35 s of CPU each during each of the first timed
+     * uploads, on a machine whose two cores the upload already fills (compiling or marking: not told apart);
+     * after these, ~0.03 s each.
+     */
+    async warmUp(smallArchive: string, smallSize: number) {
+      for (let count = 0; count < SMALL_WARM_UPS; count++) await server.submit(smallArchive, smallSize);
     },
     /** Removes the stored archives (the queued scans stay, pointing at nothing: no worker runs here). */
     empty: () => emptyDir(path.join(dataDir, "artifacts", "sources")),
@@ -344,4 +349,5 @@ async function startVegaForUploads(dir: string, store: "local" | "s3", env: Reco
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+  return server;
 }
