@@ -10,10 +10,18 @@
  * 1 MiB fs.WriteStream, one gathering the socket's chunks into 1 MiB writev
  * calls), nothing is deleted inside a timed window (files go between samples,
  * untimed), every server takes one warm-up upload first, and the samples
- * interleave (plain, plain, Vega; then the next round), BENCH_UPLOAD_SAMPLES
+ * interleave (each plain server, then Vega; then the next round), BENCH_UPLOAD_SAMPLES
  * (5) of each, the median reported. Vega's warm-up also takes SMALL_WARM_UPS
  * small submissions (see warmUp).
- * The servers run as child processes, measured from outside (/proc/<pid>/status).
+ * The servers run as child processes, measured from outside (/proc/<pid>/status
+ * and /proc/<pid>/stat): besides the rates, each upload's CPU time per GiB is
+ * printed for the server and for the client (this process), because on a
+ * two-core machine the client and the server share the cores, so a server's
+ * rate falls with its CPU time even where its threads could run side by side.
+ * Two more plain servers also hash what they write with SHA-256, as Vega must
+ * (the runner checks the archive against it): one on its main thread, one
+ * through Vega's own upload sink (upload-file.ts). They are printed as
+ * references for what the hash costs; they are not the floor of the target.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -22,6 +30,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promise
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { once } from "node:events";
 import { signToken } from "../../api/auth.ts";
 import { startVega, stopProcess } from "../support/cli.ts";
@@ -118,8 +127,27 @@ function sampleRss(pid: number) {
   };
 }
 
+/** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on Linux, whatever the kernel's own rate). */
+const USER_HZ = 100;
+
+/** The CPU time (user and system, all threads) a process has used so far, in seconds. */
+async function processCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces), from the 3rd: utime is the 14th, stime the 15th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
+}
+
+interface Upload {
+  status: number;
+  body: string;
+  seconds: number;
+  /** CPU time of this process (the client) while it sent the body and read the answer. */
+  clientCpuSeconds: number;
+}
+
 /** Sends the archive as a GraphQL multipart request (or a raw body) with a known Content-Length. */
-async function postFile(url: string, file: string, size: number, multipart: boolean, token?: string): Promise<{ status: number; body: string; seconds: number }> {
+async function postFile(url: string, file: string, size: number, multipart: boolean, token?: string): Promise<Upload> {
   const boundary = "----vega-bench-boundary";
   const operations = JSON.stringify({
     query: "mutation ($input: SubmitScanInput!) { submitScan(input: $input) { scan { id status } } }",
@@ -134,6 +162,7 @@ async function postFile(url: string, file: string, size: number, multipart: bool
     : Buffer.alloc(0);
   const tail = multipart ? Buffer.from(`\r\n--${boundary}--\r\n`) : Buffer.alloc(0);
   const started = process.hrtime.bigint();
+  const startedCpu = process.cpuUsage();
   return new Promise((resolve, reject) => {
     const request = http.request(
       url,
@@ -148,9 +177,15 @@ async function postFile(url: string, file: string, size: number, multipart: bool
       (response) => {
         let body = "";
         response.on("data", (chunk) => (body += chunk));
-        response.on("end", () =>
-          resolve({ status: response.statusCode ?? 0, body, seconds: Number(process.hrtime.bigint() - started) / 1e9 }),
-        );
+        response.on("end", () => {
+          const cpu = process.cpuUsage(startedCpu);
+          resolve({
+            status: response.statusCode ?? 0,
+            body,
+            seconds: Number(process.hrtime.bigint() - started) / 1e9,
+            clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
+          });
+        });
       },
     );
     request.on("error", reject);
@@ -161,39 +196,67 @@ async function postFile(url: string, file: string, size: number, multipart: bool
   });
 }
 
-/** The floors: bare Node servers writing the request body to a file, in a process of their own. */
-const PLAIN_SERVERS = {
-  // Node's stream pipeline into a WriteStream with Vega's buffer size (its _writev gathers what queues up).
-  "plain, pipeline": `await pipeline(req, fs.createWriteStream(target, { highWaterMark: 1024 * 1024 }));`,
-  // The socket's chunks gathered by hand into 1 MiB writev calls on a file descriptor, pausing the socket meanwhile.
-  "plain, 1 MiB writev": `
+/** The socket's chunks gathered by hand into 1 MiB writev calls on a file descriptor, pausing the socket meanwhile. */
+const writevServer = (hashing: boolean) => `
     const handle = await fsp.open(target, "w");
+    ${hashing ? `const hash = crypto.createHash("sha256");` : ""}
     let pending = [], pendingBytes = 0, writing = Promise.resolve();
     const flush = () => { const chunks = pending; pending = []; pendingBytes = 0; writing = writing.then(() => handle.writev(chunks)); return writing; };
     for await (const chunk of req) {
+      ${hashing ? "hash.update(chunk);" : ""}
       pending.push(chunk); pendingBytes += chunk.length;
       if (pendingBytes >= 1024 * 1024) await flush();
     }
-    await flush(); await handle.close();`,
+    await flush(); await handle.close();
+    ${hashing ? `hash.digest("hex");` : ""}`;
+
+/** Vega's own upload sink (upload-file.ts: 1 MiB blocks, SHA-256 on a thread) behind a bare HTTP server. */
+const vegaSinkServer = `
+    const file = await fsp.open(target, "wx");
+    try {
+      const { sink, finished } = uploadFileSink(file, () => {});
+      await pipeline(req, sink);
+      await finished();
+    } finally {
+      await file.close();
+    }`;
+
+/**
+ * Bare Node servers writing the request body to a file, in a process of their own: the first two are the
+ * floors (the target is against the faster); the others are references that also hash, as Vega must.
+ */
+const PLAIN_SERVERS = {
+  // Node's stream pipeline into a WriteStream with Vega's buffer size (its _writev gathers what queues up).
+  "plain, pipeline": { floor: true, code: `await pipeline(req, fs.createWriteStream(target, { highWaterMark: 1024 * 1024 }));` },
+  "plain, 1 MiB writev": { floor: true, code: writevServer(false) },
+  "plain, 1 MiB writev + SHA-256": { floor: false, code: writevServer(true) },
+  "plain HTTP + Vega's upload sink": { floor: false, code: vegaSinkServer, importsVegaSink: true },
 };
 type PlainKind = keyof typeof PLAIN_SERVERS;
 
+const UPLOAD_SINK_MODULE = fileURLToPath(new URL("../../api/http/upload-file.ts", import.meta.url));
+
 async function startPlainServer(dir: string, kind: PlainKind): Promise<{ child: ChildProcess; url: string; dir: string }> {
   const filesDir = path.join(dir, `plain-${Object.keys(PLAIN_SERVERS).indexOf(kind)}`);
-  const script = `${filesDir}.mjs`;
+  const server: { code: string; importsVegaSink?: boolean } = PLAIN_SERVERS[kind];
+  const usesSink = server.importsVegaSink === true;
+  const script = `${filesDir}.${usesSink ? "mts" : "mjs"}`;
   await writeFile(
     script,
-    `import http from "node:http"; import fs from "node:fs"; import fsp from "node:fs/promises"; import { pipeline } from "node:stream/promises";
+    `import http from "node:http"; import crypto from "node:crypto"; import fs from "node:fs"; import fsp from "node:fs/promises"; import { pipeline } from "node:stream/promises";
+     ${usesSink ? `import { uploadFileSink } from ${JSON.stringify(UPLOAD_SINK_MODULE)};` : ""}
      fs.mkdirSync(${JSON.stringify(filesDir)}, { recursive: true });
      let n = 0;
      const server = http.createServer(async (req, res) => {
        const target = ${JSON.stringify(filesDir)} + "/" + (n++) + ".bin";
-       ${PLAIN_SERVERS[kind]}
+       ${server.code}
        res.end("ok");
      });
      server.listen(0, "127.0.0.1", () => console.log("listening " + server.address().port));`,
   );
-  const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
+  // The sink's TypeScript runs through tsx, with the heap setting every vega process has (bin/vega.mjs).
+  const node = usesSink ? ["--import", "tsx", "--heap-growing-percent=100"] : [];
+  const child = spawn(process.execPath, [...node, script], { stdio: ["ignore", "pipe", "inherit"] });
   const [line] = (await once(child.stdout!, "data")) as [Buffer];
   return { child, url: `http://127.0.0.1:${/listening (\d+)/.exec(String(line))![1]}/`, dir: filesDir };
 }
@@ -201,6 +264,23 @@ async function startPlainServer(dir: string, kind: PlainKind): Promise<{ child: 
 /** Removes what a server stored, between samples (untimed), so the disk holds one archive at a time. */
 async function emptyDir(dir: string) {
   for (const entry of await readdir(dir).catch(() => [])) await rm(path.join(dir, entry), { recursive: true, force: true });
+}
+
+/** One timed upload: its rate and the CPU time per GiB of the server and of the client. */
+interface Sample {
+  rate: number;
+  serverCpuPerGiB: number;
+  clientCpuPerGiB: number;
+}
+
+/** Runs `upload` against the server process `pid` (`label` in an error), which must answer 200 without GraphQL errors. */
+async function timedUpload(label: string, pid: number, size: number, upload: () => Promise<Upload>): Promise<Sample> {
+  const serverCpu = await processCpuSeconds(pid);
+  const run = await upload();
+  const serverCpuAfter = await processCpuSeconds(pid);
+  if (run.status !== 200 || run.body.includes('"errors"')) throw new Error(`${label} failed: ${run.status} ${run.body}`);
+  const gib = size / 2 ** 30;
+  return { rate: size / 2 ** 20 / run.seconds, serverCpuPerGiB: (serverCpuAfter - serverCpu) / gib, clientCpuPerGiB: run.clientCpuSeconds / gib };
 }
 
 const median = (values: number[]) => {
@@ -222,9 +302,11 @@ export default async function benchUpload(): Promise<void> {
     console.log(`archive: ${(size / 2 ** 30).toFixed(2)} GiB, one stored entry; ${samples} samples of each server, interleaved, after one warm-up upload each (and ${SMALL_WARM_UPS} small submissions for Vega)`);
     const mib = size / 2 ** 20;
 
-    const plains = await Promise.all((Object.keys(PLAIN_SERVERS) as PlainKind[]).map(async (kind) => ({ kind, ...(await startPlainServer(dir, kind)), rates: [] as number[] })));
+    const plains = await Promise.all(
+      (Object.keys(PLAIN_SERVERS) as PlainKind[]).map(async (kind) => ({ kind, ...PLAIN_SERVERS[kind], ...(await startPlainServer(dir, kind)), samples: [] as Sample[] })),
+    );
     const vega = await startVegaForUploads(dir, "local", {});
-    const vegaRates: number[] = [];
+    const vegaSamples: Sample[] = [];
     const growths: number[] = [];
     const befores: number[] = [];
     try {
@@ -237,13 +319,11 @@ export default async function benchUpload(): Promise<void> {
       await vega.empty();
       for (let sample = 0; sample < samples; sample++) {
         for (const plain of plains) {
-          const run = await postFile(plain.url, archive, size, false);
-          if (run.status !== 200) throw new Error(`${plain.kind}: ${run.status} ${run.body}`);
-          plain.rates.push(mib / run.seconds);
+          plain.samples.push(await timedUpload(plain.kind, plain.child.pid!, size, () => postFile(plain.url, archive, size, false)));
           await emptyDir(plain.dir);
         }
         const run = await vega.submit(archive, size);
-        vegaRates.push(mib / run.seconds);
+        vegaSamples.push(run.sample);
         growths.push(run.growthMiB);
         befores.push(run.beforeMiB);
         await vega.empty();
@@ -270,15 +350,30 @@ export default async function benchUpload(): Promise<void> {
       await s3.stop();
     }
 
-    const list = (rates: number[]) => rates.map((rate) => rate.toFixed(0)).join(", ");
-    for (const plain of plains) console.log(`${plain.kind} → disk: median ${median(plain.rates).toFixed(0)} MiB/s (${list(plain.rates)})`);
-    const floor = Math.max(...plains.map((plain) => median(plain.rates)));
-    const vegaMedian = median(vegaRates);
-    console.log(`submitScan into the local store (stream, hash, inspect, store): median ${vegaMedian.toFixed(0)} MiB/s (${list(vegaRates)})`);
-    const remoteRate = mib / remote.seconds;
+    const list = (values: number[], digits = 0) => values.map((value) => value.toFixed(digits)).join(", ");
+    const describe = (samples: Sample[]) => {
+      const rates = samples.map((sample) => sample.rate);
+      const serverCpu = median(samples.map((sample) => sample.serverCpuPerGiB));
+      const clientCpu = median(samples.map((sample) => sample.clientCpuPerGiB));
+      return `median ${median(rates).toFixed(0)} MiB/s (${list(rates)}); CPU per GiB: server ${serverCpu.toFixed(2)} s, client ${clientCpu.toFixed(2)} s (medians)`;
+    };
+    for (const plain of plains) console.log(`${plain.kind}${plain.floor ? "" : " (reference, not a floor)"} → disk: ${describe(plain.samples)}`);
+    console.log(`submitScan into the local store (stream, hash, inspect, store): ${describe(vegaSamples)}`);
+    const rateOf = (samples: Sample[]) => median(samples.map((sample) => sample.rate));
+    const serverCpuOf = (samples: Sample[]) => median(samples.map((sample) => sample.serverCpuPerGiB));
+    const fastestOf = (servers: typeof plains) => servers.reduce((best, plain) => (rateOf(plain.samples) > rateOf(best.samples) ? plain : best));
+    const fastest = fastestOf(plains.filter((plain) => plain.floor));
+    const hashing = fastestOf(plains.filter((plain) => !plain.floor));
+    const vegaMedian = rateOf(vegaSamples);
+    const remoteRate = remote.sample.rate;
     console.log(`submitScan into the S3 store (s3rver on this machine, one sample): ${remoteRate.toFixed(0)} MiB/s`);
-    const ratio = vegaMedian / floor;
+    const ratio = vegaMedian / rateOf(fastest.samples);
     console.log(`throughput ratio (submitScan local / the faster plain server, medians): ${ratio.toFixed(2)}; target ≥ 0.8: ${ratio >= 0.8 ? "met" : "MISSED"}`);
+    console.log(
+      `server CPU per GiB, submitScan local / ${fastest.kind}: ${(serverCpuOf(vegaSamples) / serverCpuOf(fastest.samples)).toFixed(1)}×; ` +
+        `the faster hashing reference (${hashing.kind}) / ${fastest.kind}: ${(rateOf(hashing.samples) / rateOf(fastest.samples)).toFixed(2)}; ` +
+        `submitScan local / that reference: ${(vegaMedian / rateOf(hashing.samples)).toFixed(2)}`,
+    );
     console.log(`throughput ratio (submitScan S3 / submitScan local): ${(remoteRate / vegaMedian).toFixed(2)}`);
     const maxGrowth = Math.max(...growths);
     console.log(
@@ -293,7 +388,7 @@ export default async function benchUpload(): Promise<void> {
 }
 
 interface VegaRun {
-  seconds: number;
+  sample: Sample;
   /** Peak RSS during the upload, over the RSS just before it. */
   growthMiB: number;
   beforeMiB: number;
@@ -328,10 +423,14 @@ async function startVegaForUploads(dir: string, store: "local" | "s3", env: Reco
       // as negative growth.
       const rss = sampleRss(child.pid!);
       const before = await rss.current();
-      const run = await postFile(url, archive, size, true, token);
-      const peak = await rss.stop();
-      if (run.status !== 200 || run.body.includes('"errors"')) throw new Error(`submitScan (${store}) failed: ${run.status} ${run.body}`);
-      return { seconds: run.seconds, growthMiB: (peak - before) / 2 ** 20, beforeMiB: before / 2 ** 20 };
+      let peak = before;
+      let sample: Sample;
+      try {
+        sample = await timedUpload(`submitScan (${store})`, child.pid!, size, () => postFile(url, archive, size, true, token));
+      } finally {
+        peak = await rss.stop();
+      }
+      return { sample, growthMiB: (peak - before) / 2 ** 20, beforeMiB: before / 2 ** 20 };
     },
     /**
      * SMALL_WARM_UPS submissions of a small archive, so the submission path is warm too. After one warm-up

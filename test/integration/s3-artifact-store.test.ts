@@ -4,8 +4,11 @@
  * hashed: s3rver answers success while storing a flexible-checksum body's
  * `aws-chunked` framing, so the SDK's answer alone proves nothing.
  */
-import { createHash } from "node:crypto";
-import { readdir } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { readdir, readlink, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { openConfiguredArtifactStore, type ArtifactStore } from "../../api/services/artifact-store.ts";
@@ -86,6 +89,99 @@ describe("uploads into the S3 store", () => {
     expect(response.code).toBe("ARCHIVE_INVALID");
     expect(await s3.keys()).toEqual([]);
     expect(await readdir(store().tmpDir)).toEqual([]);
+  });
+});
+
+/**
+ * An HTTP hop in front of s3rver that answers UploadPart requests of one part number with a 500 (S3's
+ * InternalError), `failures` times, and records the requests it saw, in order.
+ */
+async function startFaultyHop(target: string, failing: { partNumber: string; failures: number }) {
+  const seen: string[] = [];
+  const hop = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", target);
+    const name = `${req.method} ${url.searchParams.has("uploadId") ? (url.searchParams.get("partNumber") ?? "uploadId") : url.search || "-"}`;
+    seen.push(name);
+    if (url.searchParams.get("partNumber") === failing.partNumber && failing.failures > 0) {
+      failing.failures--;
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(500, { "content-type": "application/xml" });
+        res.end("<Error><Code>InternalError</Code><Message>injected by the test</Message></Error>");
+      });
+      return;
+    }
+    const forwarded = http.request(url, { method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    forwarded.on("error", () => res.destroy());
+    req.pipe(forwarded);
+  });
+  hop.listen(0, "127.0.0.1");
+  await once(hop, "listening");
+  return {
+    endpoint: `http://127.0.0.1:${(hop.address() as AddressInfo).port}`,
+    seen,
+    close: () => new Promise<void>((resolve) => hop.close(() => resolve())),
+  };
+}
+
+/** Descriptors of this process open on `file`. */
+async function descriptorsOn(file: string) {
+  const links = await Promise.all((await readdir("/proc/self/fd")).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
+  return links.filter((link) => link === file).length;
+}
+
+describe("multipart commits into the S3 store", () => {
+  const THREE_PARTS = 40 * 1024 * 1024;
+
+  async function commitThrough(hop: { endpoint: string }) {
+    const hopStore = await openS3ArtifactStore({ bucket: s3.bucket, prefix: `${PREFIX}/`, tmpDir: store().tmpDir, endpoint: hop.endpoint, forcePathStyle: true });
+    const tempPath = hopStore.tempPath("upload");
+    const bytes = randomBytes(THREE_PARTS);
+    await writeFile(tempPath, bytes);
+    const committed = await hopStore.commit(tempPath, "sources").then(
+      (storageKey) => ({ storageKey }),
+      (error: unknown) => ({ error }),
+    );
+    hopStore.client.destroy();
+    return { tempPath, bytes, committed };
+  }
+
+  it("sends a part again after a server error, from the file, and stores the exact bytes", async () => {
+    const hop = await startFaultyHop(s3.endpoint, { partNumber: "2", failures: 1 });
+    try {
+      const { bytes, committed, tempPath } = await commitThrough(hop);
+
+      expect(committed).toHaveProperty("storageKey");
+      const { storageKey } = committed as { storageKey: string };
+      expect(await s3.sha256Of(objectKey(storageKey))).toBe(sha256(bytes));
+      expect(hop.seen.filter((request) => request === "PUT 2")).toHaveLength(2);
+      expect(await descriptorsOn(tempPath)).toBe(0);
+      await expect(readdir(store().tmpDir)).resolves.toEqual([]);
+    } finally {
+      await hop.close();
+    }
+  });
+
+  it("aborts the multipart upload once its parts in flight settled when a part keeps failing, and keeps no object", async () => {
+    const hop = await startFaultyHop(s3.endpoint, { partNumber: "2", failures: Infinity });
+    try {
+      const { committed, tempPath } = await commitThrough(hop);
+
+      expect(committed).toHaveProperty("error");
+      expect(hop.seen.filter((request) => request === "PUT 2")).toHaveLength(4);
+      // The abort comes last: no part is sent after it, and no completion before or after it.
+      expect(hop.seen.at(-1)).toBe("DELETE uploadId");
+      expect(hop.seen).not.toContain("POST uploadId");
+      expect(await s3.keys(`${PREFIX}/sources/`)).toEqual([]);
+      // The temporary file stays for the caller (the upload path removes it), with no descriptor left open on it.
+      expect(await descriptorsOn(tempPath)).toBe(0);
+      await rm(tempPath, { force: true });
+    } finally {
+      await hop.close();
+    }
   });
 });
 

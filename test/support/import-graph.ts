@@ -24,7 +24,7 @@ export const FLOORS: Floor[] = [
     name: "worker",
     mayImport: ["shared", "worker"],
     // The runner only fetches the presigned URL the API hands it: no S3 client on this side.
-    forbiddenPackages: ["@prisma/", "pg", "@electric-sql/pglite", "graphql-yoga", "@pothos/", "pglite-prisma-adapter", "@aws-sdk/client-s3", "@aws-sdk/lib-storage", "@aws-sdk/s3-request-presigner"],
+    forbiddenPackages: ["@prisma/", "pg", "@electric-sql/pglite", "graphql-yoga", "@pothos/", "pglite-prisma-adapter", "@aws-sdk/client-s3", "@aws-sdk/s3-request-presigner"],
   },
   { name: "cli", mayImport: ["shared", "api", "worker", "cli"], forbiddenPackages: [] },
 ];
