@@ -71,9 +71,12 @@ export interface S3StoreOptions {
 
 const SILENT_SDK_LOGGER = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
+/** The HTTP status of the answer an SDK error came from; undefined for an error that got no answer (the network, the file). */
+const httpStatusOf = (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+
 const isNotFound = (error: unknown) => {
-  const { name, $metadata } = error as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return name === "NotFound" || name === "NoSuchKey" || $metadata?.httpStatusCode === 404;
+  const { name } = error as { name?: string };
+  return name === "NotFound" || name === "NoSuchKey" || httpStatusOf(error) === 404;
 };
 
 export async function openS3ArtifactStore(options: S3StoreOptions): Promise<ArtifactStore & { readonly client: S3Client }> {
@@ -229,7 +232,7 @@ async function withRetries<T>(send: () => Promise<T>): Promise<T> {
     try {
       return await send();
     } catch (error) {
-      const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      const status = httpStatusOf(error);
       const retryable = status === undefined || status === 408 || status === 429 || status >= 500;
       if (!retryable || attempt >= PART_ATTEMPTS) throw error;
       await sleep(PART_RETRY_MS * 2 ** (attempt - 1));

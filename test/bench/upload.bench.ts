@@ -300,7 +300,6 @@ export default async function benchUpload(): Promise<void> {
     await writeStoredZip(smallArchive, 4096);
     const { size: smallSize } = await stat(smallArchive);
     console.log(`archive: ${(size / 2 ** 30).toFixed(2)} GiB, one stored entry; ${samples} samples of each server, interleaved, after one warm-up upload each (and ${SMALL_WARM_UPS} small submissions for Vega)`);
-    const mib = size / 2 ** 20;
 
     const plains = await Promise.all(
       (Object.keys(PLAIN_SERVERS) as PlainKind[]).map(async (kind) => ({ kind, ...PLAIN_SERVERS[kind], ...(await startPlainServer(dir, kind)), samples: [] as Sample[] })),
@@ -350,17 +349,14 @@ export default async function benchUpload(): Promise<void> {
       await s3.stop();
     }
 
-    const list = (values: number[], digits = 0) => values.map((value) => value.toFixed(digits)).join(", ");
-    const describe = (samples: Sample[]) => {
-      const rates = samples.map((sample) => sample.rate);
-      const serverCpu = median(samples.map((sample) => sample.serverCpuPerGiB));
-      const clientCpu = median(samples.map((sample) => sample.clientCpuPerGiB));
-      return `median ${median(rates).toFixed(0)} MiB/s (${list(rates)}); CPU per GiB: server ${serverCpu.toFixed(2)} s, client ${clientCpu.toFixed(2)} s (medians)`;
-    };
-    for (const plain of plains) console.log(`${plain.kind}${plain.floor ? "" : " (reference, not a floor)"} → disk: ${describe(plain.samples)}`);
-    console.log(`submitScan into the local store (stream, hash, inspect, store): ${describe(vegaSamples)}`);
     const rateOf = (samples: Sample[]) => median(samples.map((sample) => sample.rate));
     const serverCpuOf = (samples: Sample[]) => median(samples.map((sample) => sample.serverCpuPerGiB));
+    const clientCpuOf = (samples: Sample[]) => median(samples.map((sample) => sample.clientCpuPerGiB));
+    const describe = (samples: Sample[]) =>
+      `median ${rateOf(samples).toFixed(0)} MiB/s (${samples.map((sample) => sample.rate.toFixed(0)).join(", ")}); ` +
+      `CPU per GiB: server ${serverCpuOf(samples).toFixed(2)} s, client ${clientCpuOf(samples).toFixed(2)} s (medians)`;
+    for (const plain of plains) console.log(`${plain.kind}${plain.floor ? "" : " (reference, not a floor)"} → disk: ${describe(plain.samples)}`);
+    console.log(`submitScan into the local store (stream, hash, inspect, store): ${describe(vegaSamples)}`);
     const fastestOf = (servers: typeof plains) => servers.reduce((best, plain) => (rateOf(plain.samples) > rateOf(best.samples) ? plain : best));
     const fastest = fastestOf(plains.filter((plain) => plain.floor));
     const hashing = fastestOf(plains.filter((plain) => !plain.floor));
@@ -423,7 +419,7 @@ async function startVegaForUploads(dir: string, store: "local" | "s3", env: Reco
       // as negative growth.
       const rss = sampleRss(child.pid!);
       const before = await rss.current();
-      let peak = before;
+      let peak: number;
       let sample: Sample;
       try {
         sample = await timedUpload(`submitScan (${store})`, child.pid!, size, () => postFile(url, archive, size, true, token));
